@@ -1,0 +1,173 @@
+//! Fetch: batches exactly as they were written (offsets assigned, CRCs valid), from the batch
+//! index by file position. Long polling waits for `min_bytes` until `max_wait_ms`, waking as
+//! soon as a group commit publishes data. Fetch sessions are declined (session id 0), so every
+//! request is a full fetch, which KIP-227 allows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::FetchTopic;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
+
+use crate::broker::Broker;
+use crate::limits;
+use crate::partition::{BatchLocation, Partition};
+
+pub async fn handle(broker: Arc<Broker>, version: i16, request: FetchRequest) -> ResponseKind {
+    let wait =
+        Duration::from_millis((request.max_wait_ms.max(0) as u64).min(limits::FETCH_WAIT_MS_MAX));
+    let deadline = tokio::time::Instant::now() + wait;
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let max_bytes = (request.max_bytes.max(0) as usize).min(limits::FETCH_RESPONSE_BYTES_MAX);
+    loop {
+        // Registered before reading, so data published between the read and the wait wakes us.
+        let arrived = broker.data_arrived.notified();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
+        let (response, bytes, errors) = read_once(&broker, version, &request, max_bytes).await;
+        let expired = tokio::time::Instant::now() >= deadline;
+        if bytes >= min_bytes || errors || expired || broker.shutdown.is_cancelled() {
+            return ResponseKind::Fetch(response);
+        }
+        tokio::select! {
+            _ = arrived => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = broker.shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// One pass over the requested partitions. Returns the response, the record bytes in it, and
+/// whether any partition has an error (which answers at once, as Kafka does).
+async fn read_once(
+    broker: &Arc<Broker>,
+    version: i16,
+    request: &FetchRequest,
+    max_bytes: usize,
+) -> (FetchResponse, usize, bool) {
+    let mut plan: Vec<(usize, usize, Vec<BatchLocation>)> = Vec::new();
+    let mut responses = Vec::with_capacity(request.topics.len());
+    let mut budget = max_bytes;
+    let mut errors = false;
+    for (ti, fetch_topic) in request.topics.iter().enumerate() {
+        let topic = resolve(broker, version, fetch_topic);
+        let mut partitions = Vec::with_capacity(fetch_topic.partitions.len());
+        for (pi, fetch_partition) in fetch_topic.partitions.iter().enumerate() {
+            let index = fetch_partition.partition;
+            let Some(partition) = topic.as_ref().and_then(|t| t.partition(index)) else {
+                let error = if version >= 13 {
+                    ResponseError::UnknownTopicId
+                } else {
+                    ResponseError::UnknownTopicOrPartition
+                };
+                partitions.push(empty(index).with_error_code(error.code()));
+                errors = true;
+                continue;
+            };
+            let (data, locations) = locate(
+                partition,
+                fetch_partition.fetch_offset,
+                fetch_partition.partition_max_bytes,
+                budget,
+                max_bytes,
+            );
+            errors |= data.error_code != 0;
+            let size: usize = locations.iter().map(|l| l.bytes as usize).sum();
+            budget = budget.saturating_sub(size);
+            if !locations.is_empty() {
+                plan.push((ti, pi, locations));
+            }
+            partitions.push(data);
+        }
+        responses.push(
+            FetchableTopicResponse::default()
+                .with_topic(fetch_topic.topic.clone())
+                .with_topic_id(fetch_topic.topic_id)
+                .with_partitions(partitions),
+        );
+    }
+    let mut total = 0;
+    if !plan.is_empty() {
+        match read_batches(broker, &plan).await {
+            Ok(read) => {
+                for ((ti, pi, _), bytes) in plan.iter().zip(read) {
+                    total += bytes.len();
+                    responses[*ti].partitions[*pi].records = Some(bytes);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "fetch could not read the WAL");
+                for (ti, pi, _) in &plan {
+                    responses[*ti].partitions[*pi].error_code =
+                        ResponseError::KafkaStorageError.code();
+                }
+                errors = true;
+            }
+        }
+    }
+    (
+        FetchResponse::default().with_responses(responses),
+        total,
+        errors,
+    )
+}
+
+fn resolve(
+    broker: &Broker,
+    version: i16,
+    fetch_topic: &FetchTopic,
+) -> Option<Arc<crate::partition::Topic>> {
+    if version >= 13 {
+        broker.topics.get_by_id(&fetch_topic.topic_id)
+    } else {
+        broker.topics.get(fetch_topic.topic.0.as_str())
+    }
+}
+
+/// The partition's offsets and the batches to send, within the partition's and the response's
+/// byte limits. Only the first partition with data may exceed them (KIP-74).
+fn locate(
+    partition: &Partition,
+    offset: i64,
+    partition_max_bytes: i32,
+    budget: usize,
+    max_bytes: usize,
+) -> (PartitionData, Vec<BatchLocation>) {
+    let (log_start_offset, high_watermark) = partition.offsets();
+    let data = empty(partition.index)
+        .with_high_watermark(high_watermark)
+        .with_last_stable_offset(high_watermark)
+        .with_log_start_offset(log_start_offset);
+    if offset < log_start_offset || offset > high_watermark {
+        return (
+            data.with_error_code(ResponseError::OffsetOutOfRange.code()),
+            Vec::new(),
+        );
+    }
+    let limit = (partition_max_bytes.max(0) as usize).min(budget);
+    let first_in_response = budget == max_bytes;
+    (data, partition.locate(offset, limit, first_in_response))
+}
+
+fn empty(index: i32) -> PartitionData {
+    // An empty record set, never null: librdkafka rejects a null one ("invalid MessageSetSize").
+    PartitionData::default()
+        .with_partition_index(index)
+        .with_records(Some(Bytes::new()))
+        .with_aborted_transactions(Some(Vec::new()))
+}
+
+/// Reads every planned partition's batches in one blocking task.
+async fn read_batches(
+    broker: &Arc<Broker>,
+    plan: &[(usize, usize, Vec<BatchLocation>)],
+) -> std::io::Result<Vec<Bytes>> {
+    let broker = broker.clone();
+    let locations: Vec<Vec<BatchLocation>> = plan.iter().map(|(_, _, l)| l.clone()).collect();
+    tokio::task::spawn_blocking(move || locations.iter().map(|l| broker.wal.read(l)).collect())
+        .await
+        .map_err(std::io::Error::other)?
+}

@@ -1,0 +1,112 @@
+//! ListOffsets: earliest, latest, the offset of the largest timestamp, and by timestamp (the
+//! first offset whose record timestamp is >= the one asked, as Kafka: the first batch whose
+//! max timestamp reaches it, then the first record in that batch that does).
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::records::RecordBatchDecoder;
+
+use crate::broker::Broker;
+use crate::partition::{BatchLocation, Partition};
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    _version: i16,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for requested in &request.topics {
+        let topic = broker.topics.get(requested.name.0.as_str());
+        let mut partitions = Vec::with_capacity(requested.partitions.len());
+        for p in &requested.partitions {
+            let response =
+                ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+            let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index))
+            else {
+                partitions
+                    .push(response.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                continue;
+            };
+            let response = match find(broker, partition, p.timestamp).await {
+                Ok((offset, timestamp)) => response
+                    .with_offset(offset)
+                    .with_timestamp(timestamp)
+                    .with_leader_epoch(0),
+                Err(error) => response.with_error_code(error.code()),
+            };
+            partitions.push(response);
+        }
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(requested.name.clone())
+                .with_partitions(partitions),
+        );
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// `(offset, timestamp)` for one partition; `(-1, -1)` when no record matches.
+async fn find(
+    broker: &Arc<Broker>,
+    partition: &Arc<Partition>,
+    timestamp: i64,
+) -> Result<(i64, i64), ResponseError> {
+    let (log_start_offset, high_watermark) = partition.offsets();
+    match timestamp {
+        LATEST => Ok((high_watermark, -1)),
+        EARLIEST | EARLIEST_LOCAL => Ok((log_start_offset, -1)),
+        LATEST_TIERED => Ok((-1, -1)),
+        MAX_TIMESTAMP => {
+            let found = partition.lock().max_timestamp;
+            match found {
+                Some((max, batch)) => first_record_at_or_after(broker, batch, max).await,
+                None => Ok((-1, -1)),
+            }
+        }
+        t if t >= 0 => match partition.locate_timestamp(t) {
+            Some(batch) => first_record_at_or_after(broker, batch, t).await,
+            None => Ok((-1, -1)),
+        },
+        _ => Err(ResponseError::InvalidRequest),
+    }
+}
+
+/// Decodes one batch (decompressing it if needed) off the executor and finds the first record
+/// whose timestamp is >= `timestamp`.
+async fn first_record_at_or_after(
+    broker: &Arc<Broker>,
+    batch: BatchLocation,
+    timestamp: i64,
+) -> Result<(i64, i64), ResponseError> {
+    let broker = broker.clone();
+    let found = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<(i64, i64)>> {
+        let mut bytes = broker.wal.read(&[batch])?;
+        let set = RecordBatchDecoder::decode(&mut bytes)?;
+        Ok(set
+            .records
+            .iter()
+            .find(|r| r.timestamp >= timestamp)
+            .map(|r| (r.offset, r.timestamp)))
+    })
+    .await;
+    match found {
+        Ok(Ok(Some(found))) => Ok(found),
+        Ok(Ok(None)) => Ok((-1, -1)),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "ListOffsets could not read a batch");
+            Err(ResponseError::KafkaStorageError)
+        }
+        Err(_) => Err(ResponseError::UnknownServerError),
+    }
+}

@@ -1,0 +1,149 @@
+//! Wires the parts together and owns the broker's life: open metadata and the WAL (replaying
+//! it), bind the listeners, serve until SIGTERM or Ctrl-C, then stop accepting, let in-flight
+//! requests finish, and close the WAL after its last sync.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin;
+use crate::config::{parse_host_port, Config};
+use crate::limits;
+use crate::metadata::Metadata;
+use crate::partition::Topics;
+use crate::server;
+use crate::wal::{Wal, WalOptions};
+
+/// Everything a request handler can reach.
+pub struct Broker {
+    pub config: Config,
+    /// The host and port clients are told to use.
+    pub advertised: (String, i32),
+    pub cluster_id: String,
+    pub metadata: Arc<Metadata>,
+    pub topics: Topics,
+    pub wal: Wal,
+    /// Notified after every group commit that published data (wakes long-polling fetches).
+    pub data_arrived: Arc<Notify>,
+    pub shutdown: CancellationToken,
+    pub started: Instant,
+}
+
+/// Runs the broker until a shutdown signal.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let metadata = Arc::new(Metadata::open(&config.data_dir.join("meta"))?);
+    let topics = Topics::load(metadata.clone());
+    let data_arrived = Arc::new(Notify::new());
+    let wal_options = WalOptions {
+        dir: config.data_dir.join("wal"),
+        segment_bytes: config.wal_segment_bytes,
+        segment_ms: config.wal_segment_ms,
+        group_commit_us: config.wal_group_commit_us,
+    };
+    let wal = Wal::open(wal_options, &topics, data_arrived.clone())?;
+
+    let kafka = TcpListener::bind(config.kafka_listen)
+        .await
+        .with_context(|| format!("cannot bind the Kafka listener on {}", config.kafka_listen))?;
+    let kafka_addr = kafka.local_addr()?;
+    let admin = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("cannot bind the admin listener on {}", config.admin_listen))?;
+    let admin_addr = admin.local_addr()?;
+    let advertised = advertised(&config, kafka_addr)?;
+
+    let shutdown = CancellationToken::new();
+    let broker = Arc::new(Broker {
+        cluster_id: metadata.cluster_id(),
+        config,
+        advertised,
+        metadata,
+        topics,
+        wal,
+        data_arrived,
+        shutdown: shutdown.clone(),
+        started: Instant::now(),
+    });
+    let tracker = TaskTracker::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let admin_app = admin::router(admin::AdminState {
+        ready: ready.clone(),
+    });
+    let admin_shutdown = shutdown.clone();
+    let admin_task = tokio::spawn(async move {
+        axum::serve(admin, admin_app)
+            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
+            .await
+    });
+    let server_task = tokio::spawn(server::serve(
+        kafka,
+        broker.clone(),
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    ready.store(true, Ordering::Release);
+    announce(kafka_addr, admin_addr);
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    ready.store(false, Ordering::Release);
+    shutdown.cancel();
+    let _ = server_task.await;
+    tracker.close();
+    if tokio::time::timeout(
+        Duration::from_millis(limits::SHUTDOWN_GRACE_MS),
+        tracker.wait(),
+    )
+    .await
+    .is_err()
+    {
+        tracing::warn!("some connections did not finish within the grace period");
+    }
+    broker.wal.close().await;
+    let _ = admin_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn advertised(config: &Config, bound: SocketAddr) -> anyhow::Result<(String, i32)> {
+    match &config.advertised_listener {
+        Some(address) => parse_host_port(address).map_err(anyhow::Error::msg),
+        None => Ok((bound.ip().to_string(), i32::from(bound.port()))),
+    }
+}
+
+/// Machine-readable start-up lines on stdout: tests and scripts read the bound ports here.
+fn announce(kafka: SocketAddr, admin: SocketAddr) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "strata: kafka listening on {kafka}");
+    let _ = writeln!(out, "strata: admin listening on {admin}");
+    let _ = writeln!(out, "strata: ready");
+    let _ = out.flush();
+    tracing::info!(%kafka, %admin, "ready");
+}
+
+async fn wait_for_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the broker");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,343 @@
+//! Every setting of the broker. Each one is a flag of `strata serve`, an environment variable
+//! `STRATA_<FLAG_IN_CAPS>`, and a key of the optional TOML file given by `--config`, in that order
+//! of precedence (flag, then environment, then file, then default).
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use crate::limits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Cli(#[from] clap::Error),
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Toml {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error(
+        "config file {path}: unknown setting `{key}` (every setting is a `strata serve` flag)"
+    )]
+    UnknownKey { path: PathBuf, key: String },
+    #[error("config file {path}: setting `{key}` must be a string, number or boolean")]
+    BadValue { path: PathBuf, key: String },
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "strata",
+    version,
+    about = "A Kafka-compatible broker on a local WAL and object storage"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker.
+    #[command(args_override_self = true)]
+    Serve(Config),
+}
+
+/// The broker's settings. Field names are the flag names with `-` written as `_`.
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct Config {
+    /// TOML file with any of these settings (keys as the flag names, without the dashes).
+    #[arg(long, env = "STRATA_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Validate the settings, print them as TOML and exit without starting the broker.
+    #[arg(long, env = "STRATA_CHECK_CONFIG")]
+    pub check_config: bool,
+
+    /// Directory for the WAL, metadata and (by default) the local object store.
+    #[arg(long, env = "STRATA_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Address the Kafka listener binds.
+    #[arg(long, env = "STRATA_KAFKA_LISTEN", default_value = "127.0.0.1:9092")]
+    pub kafka_listen: SocketAddr,
+
+    /// host:port that clients are told to connect to (Metadata). Defaults to the listen address;
+    /// required when the listener binds an unspecified address such as 0.0.0.0.
+    #[arg(long, env = "STRATA_ADVERTISED_LISTENER")]
+    pub advertised_listener: Option<String>,
+
+    /// Address the admin HTTP API binds.
+    #[arg(long, env = "STRATA_ADMIN_LISTEN", default_value = "127.0.0.1:9080")]
+    pub admin_listen: SocketAddr,
+
+    /// This broker's node id, as Kafka's `node.id`.
+    #[arg(long, env = "STRATA_NODE_ID", default_value_t = 1)]
+    pub node_id: i32,
+
+    /// Object store URL: file:///path, s3://bucket/prefix or memory://. Default: file://<data-dir>/objects.
+    #[arg(long, env = "STRATA_OBJECT_STORE")]
+    pub object_store: Option<String>,
+
+    /// Create a topic when a client asks for metadata of a topic that does not exist.
+    #[arg(long, env = "STRATA_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_create_topics: bool,
+
+    /// Partitions of a topic created without a partition count (auto-created or -1).
+    #[arg(long, env = "STRATA_DEFAULT_PARTITIONS", default_value_t = 1)]
+    pub default_partitions: i32,
+
+    /// Largest record batch accepted, unless a topic sets `max.message.bytes`.
+    #[arg(long, env = "STRATA_MESSAGE_MAX_BYTES", default_value_t = limits::MESSAGE_BYTES_DEFAULT)]
+    pub message_max_bytes: i32,
+
+    /// The active WAL segment is sealed once it holds this many bytes.
+    #[arg(long, env = "STRATA_WAL_SEGMENT_BYTES", default_value_t = 128 * 1024 * 1024)]
+    pub wal_segment_bytes: u64,
+
+    /// The active WAL segment is sealed once it is this old (and not empty).
+    #[arg(long, env = "STRATA_WAL_SEGMENT_MS", default_value_t = 60_000)]
+    pub wal_segment_ms: u64,
+
+    /// Group-commit window: how long the WAL writer waits for more appends before one fsync.
+    /// 0 syncs as soon as the queue is drained (appends that arrive during a sync share the next).
+    #[arg(long, env = "STRATA_WAL_GROUP_COMMIT_US", default_value_t = 0)]
+    pub wal_group_commit_us: u64,
+
+    /// Log filter, as tracing's EnvFilter (`info`, `strata=debug` ...).
+    #[arg(long, env = "STRATA_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Config {
+    /// Parses `strata serve` arguments (the full argv, program name first), merging the config
+    /// file under the environment and the flags.
+    pub fn load(args: Vec<OsString>) -> Result<Config, ConfigError> {
+        let first = parse_serve(args.clone())?;
+        let Some(path) = first.config.clone() else {
+            return first.validated();
+        };
+        let file_args = file_arguments(&path)?;
+        let mut merged = Vec::with_capacity(args.len() + file_args.len());
+        // Program name and subcommand first, then the file, then the real flags: with
+        // `args_override_self`, a later occurrence wins, so flags beat the file.
+        merged.extend(args.iter().take(2).cloned());
+        merged.extend(file_args);
+        merged.extend(args.into_iter().skip(2));
+        parse_serve(merged)?.validated()
+    }
+
+    /// The object store URL, with the embedded default under the data directory.
+    pub fn object_store_url(&self) -> String {
+        match &self.object_store {
+            Some(url) => url.clone(),
+            None => format!(
+                "file://{}",
+                absolute(&self.data_dir.join("objects")).display()
+            ),
+        }
+    }
+
+    /// The address clients are told to connect to.
+    pub fn advertised(&self) -> String {
+        match &self.advertised_listener {
+            Some(address) => address.clone(),
+            None => self.kafka_listen.to_string(),
+        }
+    }
+
+    fn validated(self) -> Result<Config, ConfigError> {
+        if self.advertised_listener.is_none() && self.kafka_listen.ip().is_unspecified() {
+            return Err(ConfigError::Invalid(format!(
+                "--kafka-listen {} binds every interface; set --advertised-listener to the host:port clients should use",
+                self.kafka_listen
+            )));
+        }
+        if let Some(address) = &self.advertised_listener {
+            parse_host_port(address).map_err(ConfigError::Invalid)?;
+        }
+        if !(1..=limits::PARTITIONS_PER_TOPIC_MAX).contains(&self.default_partitions) {
+            return Err(ConfigError::Invalid(format!(
+                "--default-partitions must be between 1 and {}",
+                limits::PARTITIONS_PER_TOPIC_MAX
+            )));
+        }
+        if self.message_max_bytes <= 0 || self.message_max_bytes as usize > limits::FRAME_BYTES_MAX
+        {
+            return Err(ConfigError::Invalid(format!(
+                "--message-max-bytes must be between 1 and {}",
+                limits::FRAME_BYTES_MAX
+            )));
+        }
+        if self.wal_segment_bytes < 4096 {
+            return Err(ConfigError::Invalid(
+                "--wal-segment-bytes must be at least 4096".into(),
+            ));
+        }
+        Ok(self)
+    }
+}
+
+/// Splits `host:port`, refusing a missing or zero port.
+pub fn parse_host_port(address: &str) -> Result<(String, i32), String> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| format!("advertised listener `{address}` is not host:port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("advertised listener `{address}` has no valid port"))?;
+    if host.is_empty() || port == 0 {
+        return Err(format!(
+            "advertised listener `{address}` needs a host and a non-zero port"
+        ));
+    }
+    Ok((
+        host.trim_matches(|c| c == '[' || c == ']').to_string(),
+        i32::from(port),
+    ))
+}
+
+fn parse_serve(args: Vec<OsString>) -> Result<Config, ConfigError> {
+    let cli = Cli::try_parse_from(args)?;
+    let Command::Serve(config) = cli.command;
+    Ok(config)
+}
+
+/// Turns the TOML file into `--flag=value` arguments, skipping settings the environment sets.
+fn file_arguments(path: &PathBuf) -> Result<Vec<OsString>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.clone(),
+        source,
+    })?;
+    let table: toml::Table = text.parse().map_err(|source| ConfigError::Toml {
+        path: path.clone(),
+        source,
+    })?;
+    let command = Cli::command();
+    let serve = command
+        .find_subcommand("serve")
+        .expect("the serve subcommand is defined above");
+    let mut arguments = Vec::new();
+    for (key, value) in table {
+        let flag = key.replace('_', "-");
+        let Some(argument) = serve
+            .get_arguments()
+            .find(|a| a.get_long() == Some(flag.as_str()))
+        else {
+            return Err(ConfigError::UnknownKey {
+                path: path.clone(),
+                key,
+            });
+        };
+        let from_env = argument
+            .get_env()
+            .is_some_and(|name| std::env::var_os(name).is_some());
+        if from_env || flag == "config" {
+            continue;
+        }
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) if flag == "check-config" => {
+                if b {
+                    arguments.push(OsString::from("--check-config"));
+                }
+                continue;
+            }
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => {
+                return Err(ConfigError::BadValue {
+                    path: path.clone(),
+                    key,
+                })
+            }
+        };
+        arguments.push(OsString::from(format!("--{flag}={text}")));
+    }
+    Ok(arguments)
+}
+
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(extra: &[&str]) -> Vec<OsString> {
+        ["strata", "serve"]
+            .iter()
+            .chain(extra)
+            .map(OsString::from)
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = Config::load(argv(&[])).unwrap();
+        assert_eq!(config.kafka_listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(config.admin_listen.to_string(), "127.0.0.1:9080");
+        assert_eq!(config.node_id, 1);
+        assert!(config.auto_create_topics);
+        assert_eq!(config.advertised(), "127.0.0.1:9092");
+        assert!(config.object_store_url().starts_with("file:///"));
+        assert!(config.object_store_url().ends_with("/data/objects"));
+    }
+
+    #[test]
+    fn unspecified_bind_without_advertised_listener_is_refused() {
+        let error = Config::load(argv(&["--kafka-listen", "0.0.0.0:9092"])).unwrap_err();
+        assert!(
+            error.to_string().contains("--advertised-listener"),
+            "{error}"
+        );
+        let config = Config::load(argv(&[
+            "--kafka-listen",
+            "0.0.0.0:9092",
+            "--advertised-listener",
+            "broker.example:9092",
+        ]))
+        .unwrap();
+        assert_eq!(config.advertised(), "broker.example:9092");
+    }
+
+    #[test]
+    fn file_settings_lose_to_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.toml");
+        std::fs::write(
+            &path,
+            "node_id = 7\ndefault-partitions = 3\nauto_create_topics = false\n",
+        )
+        .unwrap();
+        let config = Config::load(argv(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--node-id",
+            "9",
+        ]))
+        .unwrap();
+        assert_eq!(config.node_id, 9);
+        assert_eq!(config.default_partitions, 3);
+        assert!(!config.auto_create_topics);
+    }
+
+    #[test]
+    fn unknown_file_setting_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.toml");
+        std::fs::write(&path, "kafka_port = 1\n").unwrap();
+        let error = Config::load(argv(&["--config", path.to_str().unwrap()])).unwrap_err();
+        assert!(matches!(error, ConfigError::UnknownKey { .. }), "{error}");
+    }
+}

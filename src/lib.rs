@@ -1,0 +1,15 @@
+//! Strata: a Kafka-compatible broker for one VM and one bucket. The module map follows the data
+//! path: `server` accepts connections and dispatches to `api` (one file per Kafka API);
+//! `protocol` is the wire; produced batches go to the `wal` and become visible in `partition`;
+//! `metadata` keeps topics and producer ids durable; `admin` is the HTTP API.
+
+pub mod admin;
+pub mod api;
+pub mod broker;
+pub mod config;
+pub mod limits;
+pub mod metadata;
+pub mod partition;
+pub mod protocol;
+pub mod server;
+pub mod wal;

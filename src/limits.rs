@@ -1,0 +1,51 @@
+//! Every bound in one place. A number that limits memory, queues or loops over client input
+//! lives here, with the reason it has the value it has.
+
+/// Largest request frame accepted from a client, as Kafka's `socket.request.max.bytes`.
+/// The length prefix is checked against this before any buffer is allocated.
+pub const FRAME_BYTES_MAX: usize = 100 * 1024 * 1024;
+
+/// Requests read from one connection whose responses have not been written yet. Kafka clients
+/// pipeline up to 5 by default; beyond this the connection stops reading (backpressure).
+pub const IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 32;
+
+/// Kafka's default `message.max.bytes` / `max.message.bytes`: the largest record batch.
+pub const MESSAGE_BYTES_DEFAULT: i32 = 1_048_588;
+
+/// Append requests waiting for the WAL writer. Producers wait (backpressure) past this.
+pub const WAL_QUEUE_DEPTH: usize = 4096;
+
+/// Bytes one group commit writes before it syncs, so one fsync never waits on an unbounded pile.
+pub const WAL_GROUP_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// Largest WAL entry replay accepts: a batch plus its framing. Anything longer is a torn tail.
+pub const WAL_ENTRY_BYTES_MAX: usize = FRAME_BYTES_MAX;
+
+/// How often the WAL writer checks whether the active segment is old enough to roll.
+pub const WAL_TICK_MS: u64 = 250;
+
+/// Longest topic name, as Kafka (249, so that `<topic>-<partition>` fits a file name).
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+/// Most partitions one topic may have on this single broker.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+
+/// Batches per producer and partition whose sequence numbers are remembered for de-duplication.
+/// Kafka keeps 5, matching `max.in.flight.requests.per.connection` for idempotent producers.
+pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
+
+/// Producer ids handed out from one durable reservation; a restart skips the rest of the block,
+/// so an id is never handed out twice.
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// Longest a fetch may wait for `min_bytes`, whatever the client asks.
+pub const FETCH_WAIT_MS_MAX: u64 = 30_000;
+
+/// Largest response a single fetch builds, whatever the client asks (Kafka's `fetch.max.bytes`).
+pub const FETCH_RESPONSE_BYTES_MAX: usize = 55 * 1024 * 1024;
+
+/// Longest a produce waits for its append to become durable when the client asks for longer.
+pub const PRODUCE_TIMEOUT_MS_MAX: u64 = 120_000;
+
+/// How long shutdown waits for in-flight requests before it stops waiting.
+pub const SHUTDOWN_GRACE_MS: u64 = 10_000;

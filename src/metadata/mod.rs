@@ -1,0 +1,209 @@
+//! Durable broker metadata on local disk: the cluster id, topics with their ids, partition counts
+//! and configs, and the producer-id reservation. One JSON document, replaced atomically (write a
+//! temporary file, fsync, rename, fsync the directory), so a crash leaves the old or the new
+//! document, never a mix. Changes are rare (topic admin, one write per block of producer ids).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::limits;
+
+const FILE_NAME: &str = "metadata.json";
+const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("metadata i/o on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("metadata file {path} is corrupt: {source}")]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("metadata file {path} has format version {found}; this broker reads version {FORMAT_VERSION}")]
+    Version { path: PathBuf, found: u32 },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TopicRecord {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: i32,
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetadataDoc {
+    pub format_version: u32,
+    pub cluster_id: String,
+    /// Producer ids below this may have been handed out; the next start begins here.
+    pub producer_id_reserved_until: i64,
+    pub topics: Vec<TopicRecord>,
+}
+
+struct ProducerIds {
+    next: i64,
+    reserved_until: i64,
+}
+
+pub struct Metadata {
+    dir: PathBuf,
+    doc: Mutex<MetadataDoc>,
+    producer_ids: Mutex<ProducerIds>,
+}
+
+impl Metadata {
+    /// Opens the metadata in `dir`, creating a new cluster id on first start.
+    pub fn open(dir: &Path) -> Result<Metadata, MetadataError> {
+        let io = |source| MetadataError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(io)?;
+        let path = dir.join(FILE_NAME);
+        let doc = match fs::read(&path) {
+            Ok(bytes) => {
+                let doc: MetadataDoc =
+                    serde_json::from_slice(&bytes).map_err(|source| MetadataError::Corrupt {
+                        path: path.clone(),
+                        source,
+                    })?;
+                if doc.format_version != FORMAT_VERSION {
+                    return Err(MetadataError::Version {
+                        path,
+                        found: doc.format_version,
+                    });
+                }
+                doc
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetadataDoc {
+                format_version: FORMAT_VERSION,
+                cluster_id: new_cluster_id(),
+                producer_id_reserved_until: 0,
+                topics: Vec::new(),
+            },
+            Err(source) => return Err(MetadataError::Io { path, source }),
+        };
+        let producer_ids = ProducerIds {
+            next: doc.producer_id_reserved_until,
+            reserved_until: doc.producer_id_reserved_until,
+        };
+        let metadata = Metadata {
+            dir: dir.to_path_buf(),
+            doc: Mutex::new(doc),
+            producer_ids: Mutex::new(producer_ids),
+        };
+        metadata.update(|_| ())?;
+        Ok(metadata)
+    }
+
+    pub fn cluster_id(&self) -> String {
+        self.lock_doc().cluster_id.clone()
+    }
+
+    pub fn topics(&self) -> Vec<TopicRecord> {
+        self.lock_doc().topics.clone()
+    }
+
+    /// Applies `change` and makes the result durable before returning. On failure the
+    /// in-memory document is left as it was.
+    pub fn update<F: FnOnce(&mut MetadataDoc)>(&self, change: F) -> Result<(), MetadataError> {
+        let mut doc = self.lock_doc();
+        let mut next = doc.clone();
+        change(&mut next);
+        self.write(&next)?;
+        *doc = next;
+        Ok(())
+    }
+
+    /// Hands out a producer id that was never handed out before, not even before a restart:
+    /// ids are reserved in durable blocks, and a restart starts after the last reserved block.
+    pub fn next_producer_id(&self) -> Result<i64, MetadataError> {
+        let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+        if ids.next >= ids.reserved_until {
+            let reserved_until = ids.next + limits::PRODUCER_ID_BLOCK;
+            self.update(|doc| doc.producer_id_reserved_until = reserved_until)?;
+            ids.reserved_until = reserved_until;
+        }
+        let id = ids.next;
+        ids.next += 1;
+        Ok(id)
+    }
+
+    fn lock_doc(&self) -> std::sync::MutexGuard<'_, MetadataDoc> {
+        self.doc.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self, doc: &MetadataDoc) -> Result<(), MetadataError> {
+        let path = self.dir.join(FILE_NAME);
+        let temporary = self.dir.join(format!("{FILE_NAME}.tmp"));
+        let io = |source| MetadataError::Io {
+            path: path.clone(),
+            source,
+        };
+        let bytes = serde_json::to_vec_pretty(doc).expect("metadata serializes");
+        let mut file = File::create(&temporary).map_err(io)?;
+        file.write_all(&bytes).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        fs::rename(&temporary, &path).map_err(io)?;
+        sync_dir(&self.dir).map_err(io)
+    }
+}
+
+/// Makes a directory's entries (a created, renamed or removed file) durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn new_cluster_id() -> String {
+    // Kafka cluster ids are 16 random bytes in URL-safe base64 without padding (22 characters);
+    // the UUID's simple form is as unique and as printable.
+    Uuid::new_v4().simple().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producer_ids_never_repeat_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..3 {
+            let metadata = Metadata::open(dir.path()).unwrap();
+            for _ in 0..5 {
+                assert!(seen.insert(metadata.next_producer_id().unwrap()));
+            }
+        }
+    }
+
+    #[test]
+    fn cluster_id_and_topics_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let metadata = Metadata::open(dir.path()).unwrap();
+        let cluster_id = metadata.cluster_id();
+        let record = TopicRecord {
+            name: "t".into(),
+            id: Uuid::new_v4(),
+            partitions: 3,
+            configs: BTreeMap::new(),
+        };
+        metadata
+            .update(|doc| doc.topics.push(record.clone()))
+            .unwrap();
+        drop(metadata);
+        let metadata = Metadata::open(dir.path()).unwrap();
+        assert_eq!(metadata.cluster_id(), cluster_id);
+        assert_eq!(metadata.topics(), vec![record]);
+    }
+}

@@ -1,0 +1,188 @@
+//! Topics and partitions: per partition the log start offset, the high watermark, the offsets
+//! the WAL writer has assigned, the index of batches still in the WAL, and producer state.
+//!
+//! Invariants: only the WAL writer (and WAL replay, before it starts) assigns offsets and
+//! publishes batches; the high watermark is the end of durable data, so it only moves forward
+//! and only after fsync; offsets are contiguous.
+
+pub mod config;
+pub mod producer;
+pub mod topics;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use uuid::Uuid;
+
+use producer::Producers;
+
+pub use topics::{Topic, TopicError, Topics};
+
+/// Where one batch lies in the WAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLocation {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub segment_id: u64,
+    /// File position of the batch's first byte (its `base_offset`).
+    pub position: u64,
+    pub bytes: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct PartitionState {
+    pub log_start_offset: i64,
+    /// End of durable data: the offset the next published batch starts at.
+    pub high_watermark: i64,
+    /// The next offset the WAL writer assigns; ahead of the high watermark while a group
+    /// commit is being written.
+    pub next_offset: i64,
+    /// Batches in the WAL, in offset order.
+    pub batches: VecDeque<BatchLocation>,
+    /// The largest batch `max_timestamp` and the batch that holds it.
+    pub max_timestamp: Option<(i64, BatchLocation)>,
+    pub producers: Producers,
+}
+
+#[derive(Debug)]
+pub struct Partition {
+    pub topic_name: Arc<str>,
+    pub topic_id: Uuid,
+    pub index: i32,
+    deleted: AtomicBool,
+    state: Mutex<PartitionState>,
+}
+
+impl Partition {
+    pub fn new(topic_name: Arc<str>, topic_id: Uuid, index: i32) -> Partition {
+        Partition {
+            topic_name,
+            topic_id,
+            index,
+            deleted: AtomicBool::new(false),
+            state: Mutex::new(PartitionState::default()),
+        }
+    }
+
+    /// The partition's state. Held briefly and never across an await.
+    pub fn lock(&self) -> MutexGuard<'_, PartitionState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    pub fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+    }
+
+    /// `(log_start_offset, high_watermark)`.
+    pub fn offsets(&self) -> (i64, i64) {
+        let state = self.lock();
+        (state.log_start_offset, state.high_watermark)
+    }
+
+    /// Batches to serve a fetch from `offset`: the batch holding `offset` and those after it,
+    /// up to `bytes_max` in all, but always the first one when `first_always` (KIP-74: a
+    /// consumer must make progress even past a batch larger than its limit).
+    pub fn locate(&self, offset: i64, bytes_max: usize, first_always: bool) -> Vec<BatchLocation> {
+        let state = self.lock();
+        let start = state.batches.partition_point(|b| b.last_offset < offset);
+        let mut found = Vec::new();
+        let mut total = 0usize;
+        for batch in state.batches.range(start..) {
+            let size = batch.bytes as usize;
+            if total + size > bytes_max && !(found.is_empty() && first_always) {
+                break;
+            }
+            total += size;
+            found.push(*batch);
+        }
+        found
+    }
+
+    /// The batch holding the first record with `max_timestamp >= timestamp`, in offset order.
+    pub fn locate_timestamp(&self, timestamp: i64) -> Option<BatchLocation> {
+        let state = self.lock();
+        let found = state
+            .batches
+            .iter()
+            .find(|b| b.max_timestamp >= timestamp)
+            .copied();
+        found
+    }
+}
+
+impl PartitionState {
+    /// Makes a durable batch visible: indexes it and moves the high watermark past it.
+    pub fn publish(&mut self, batch: BatchLocation) {
+        if batch.last_offset < self.high_watermark {
+            return;
+        }
+        self.high_watermark = batch.last_offset + 1;
+        self.next_offset = self.next_offset.max(self.high_watermark);
+        if self
+            .max_timestamp
+            .is_none_or(|(ts, _)| batch.max_timestamp > ts)
+        {
+            self.max_timestamp = Some((batch.max_timestamp, batch));
+        }
+        self.batches.push_back(batch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(base_offset: i64, count: i64, bytes: u32) -> BatchLocation {
+        BatchLocation {
+            base_offset,
+            last_offset: base_offset + count - 1,
+            max_timestamp: base_offset * 10,
+            segment_id: 1,
+            position: base_offset as u64 * 100,
+            bytes,
+        }
+    }
+
+    fn partition_with(batches: &[BatchLocation]) -> Partition {
+        let partition = Partition::new("t".into(), Uuid::nil(), 0);
+        let mut state = partition.lock();
+        for b in batches {
+            state.publish(*b);
+        }
+        drop(state);
+        partition
+    }
+
+    #[test]
+    fn locate_finds_the_batch_holding_the_offset_and_respects_the_byte_limit() {
+        let partition = partition_with(&[batch(0, 5, 100), batch(5, 5, 100), batch(10, 5, 100)]);
+        let found = partition.locate(7, 250, true);
+        assert_eq!(
+            found.iter().map(|b| b.base_offset).collect::<Vec<_>>(),
+            vec![5, 10]
+        );
+        assert_eq!(partition.locate(7, 150, true).len(), 1);
+        assert_eq!(
+            partition.locate(7, 50, true).len(),
+            1,
+            "first batch always served"
+        );
+        assert_eq!(partition.locate(7, 50, false).len(), 0);
+        assert!(partition.locate(15, 1000, true).is_empty());
+        assert_eq!(partition.offsets(), (0, 15));
+    }
+
+    #[test]
+    fn high_watermark_never_moves_backwards() {
+        let partition = partition_with(&[batch(0, 5, 100), batch(5, 5, 100)]);
+        partition.lock().publish(batch(0, 5, 100));
+        assert_eq!(partition.offsets().1, 10);
+        assert_eq!(partition.lock().batches.len(), 2);
+    }
+}

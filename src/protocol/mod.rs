@@ -1,0 +1,158 @@
+//! The Kafka wire, without I/O policy: length-prefixed frames, request headers and bodies decoded
+//! and responses encoded by `kafka-protocol` (which decides every flexible-version threshold), and
+//! a zero-copy view of RecordBatch headers. Every length read from the wire is checked against a
+//! bound from `limits` before anything is allocated for it.
+
+pub mod record_batch;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("connection closed in the middle of a frame")]
+    TruncatedFrame,
+    #[error("frame of {0} bytes is outside 4..={1}")]
+    FrameSize(i64, usize),
+    #[error("frame too short for a request header")]
+    ShortHeader,
+    #[error("unknown api key {0}")]
+    UnknownApiKey(i16),
+    #[error("cannot decode {api:?} v{version}: {source}")]
+    Decode {
+        api: ApiKey,
+        version: i16,
+        source: anyhow::Error,
+    },
+    #[error("cannot encode {api:?} v{version}: {source}")]
+    Encode {
+        api: ApiKey,
+        version: i16,
+        source: anyhow::Error,
+    },
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads one length-prefixed frame. `Ok(None)` means the peer closed the connection cleanly
+/// between frames (a read of 0 bytes is a departure, never a retry).
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    frame_bytes_max: usize,
+) -> Result<Option<Bytes>, ProtocolError> {
+    let mut prefix = [0u8; 4];
+    let first = reader.read(&mut prefix).await?;
+    if first == 0 {
+        return Ok(None);
+    }
+    if first < 4 {
+        reader
+            .read_exact(&mut prefix[first..])
+            .await
+            .map_err(|_| ProtocolError::TruncatedFrame)?;
+    }
+    let size = i32::from_be_bytes(prefix);
+    if size < 4 || size as usize > frame_bytes_max {
+        return Err(ProtocolError::FrameSize(i64::from(size), frame_bytes_max));
+    }
+    let mut frame = BytesMut::zeroed(size as usize);
+    reader
+        .read_exact(&mut frame)
+        .await
+        .map_err(|_| ProtocolError::TruncatedFrame)?;
+    Ok(Some(frame.freeze()))
+}
+
+/// The api key and version of a request frame, read without decoding anything else, so the
+/// server can check them against its dispatch table first.
+pub fn peek_api(frame: &[u8]) -> Result<(i16, i16), ProtocolError> {
+    if frame.len() < 8 {
+        return Err(ProtocolError::ShortHeader);
+    }
+    let api_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    Ok((api_key, version))
+}
+
+/// The correlation id of a request frame (bytes 4..8 in every header version).
+pub fn peek_correlation_id(frame: &[u8]) -> Option<i32> {
+    let bytes: [u8; 4] = frame.get(4..8)?.try_into().ok()?;
+    Some(i32::from_be_bytes(bytes))
+}
+
+/// Decodes the header and body of a request whose api key and version the caller checked.
+pub fn decode_request(
+    api: ApiKey,
+    version: i16,
+    mut frame: Bytes,
+) -> Result<(RequestHeader, RequestKind), ProtocolError> {
+    let decode_error = |source| ProtocolError::Decode {
+        api,
+        version,
+        source,
+    };
+    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
+        .map_err(decode_error)?;
+    let body = RequestKind::decode(api, &mut frame, version).map_err(decode_error)?;
+    Ok((header, body))
+}
+
+/// Encodes a response frame: length prefix, the response header of the api's version, the body.
+pub fn encode_response(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+) -> Result<Bytes, ProtocolError> {
+    let encode_error = |source| ProtocolError::Encode {
+        api,
+        version,
+        source,
+    };
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api.response_header_version(version);
+    let mut frame = BytesMut::with_capacity(64);
+    frame.put_i32(0);
+    header
+        .encode(&mut frame, header_version)
+        .map_err(encode_error)?;
+    body.encode(&mut frame, version).map_err(encode_error)?;
+    let size = (frame.len() - 4) as i32;
+    frame[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(frame.freeze())
+}
+
+/// Encodes a request frame (for tests and the benchmark client).
+pub fn encode_request(header: &RequestHeader, body: &RequestKind) -> anyhow::Result<Bytes> {
+    let api =
+        ApiKey::try_from(header.request_api_key).map_err(|_| anyhow::anyhow!("unknown api key"))?;
+    let mut frame = BytesMut::new();
+    frame.put_i32(0);
+    header.encode(
+        &mut frame,
+        api.request_header_version(header.request_api_version),
+    )?;
+    body.encode(&mut frame, header.request_api_version)?;
+    let size = (frame.len() - 4) as i32;
+    frame[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(frame.freeze())
+}
+
+/// Decodes a response frame body (without its length prefix) for tests and the benchmark client.
+pub fn decode_response(
+    api: ApiKey,
+    version: i16,
+    mut frame: Bytes,
+) -> anyhow::Result<(i32, ResponseKind)> {
+    let header = ResponseHeader::decode(&mut frame, api.response_header_version(version))?;
+    let body = ResponseKind::decode(api, &mut frame, version)?;
+    if frame.has_remaining() {
+        anyhow::bail!(
+            "{} bytes left after the {api:?} response",
+            frame.remaining()
+        );
+    }
+    Ok((header.correlation_id, body))
+}

@@ -1,0 +1,134 @@
+//! One client connection: a reader that decodes and dispatches requests one at a time (as
+//! Kafka does, so a client's requests take effect in the order it sent them), and a writer that
+//! sends the responses in that same order, awaiting deferred work (a produce waiting for its
+//! fsync, a fetch waiting for data) without stopping the reader. A malformed frame, an unknown
+//! api or an unsupported version closes this connection only.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::dispatch::{self, Reply};
+use super::ServerError;
+use crate::api::api_versions;
+use crate::broker::Broker;
+use crate::limits;
+use crate::protocol::{self, encode_response};
+
+/// A response on its way out, in request order.
+struct Outgoing {
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    reply: Reply,
+}
+
+pub async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let (reader, writer) = stream.into_split();
+    let (queue, outgoing) = mpsc::channel(limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX);
+    let writer = tokio::spawn(write_responses(writer, outgoing, peer));
+    if let Err(error) = read_requests(reader, &broker, &queue, &shutdown).await {
+        tracing::info!(%peer, %error, "closing connection");
+    }
+    drop(queue);
+    let _ = writer.await;
+}
+
+async fn read_requests(
+    reader: OwnedReadHalf,
+    broker: &Arc<Broker>,
+    queue: &mpsc::Sender<Outgoing>,
+    shutdown: &CancellationToken,
+) -> Result<(), ServerError> {
+    let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    loop {
+        let frame = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            frame = protocol::read_frame(&mut reader, limits::FRAME_BYTES_MAX) => frame?,
+        };
+        let Some(frame) = frame else {
+            return Ok(());
+        };
+        let outgoing = handle_frame(broker, frame).await?;
+        queue
+            .send(outgoing)
+            .await
+            .map_err(|_| ServerError::WriterGone)?;
+    }
+}
+
+async fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Outgoing, ServerError> {
+    let (key, version) = protocol::peek_api(&frame)?;
+    let api = ApiKey::try_from(key).map_err(|_| protocol::ProtocolError::UnknownApiKey(key))?;
+    let supported = dispatch::versions(api).ok_or(ServerError::NotImplemented(api))?;
+    if version < supported.min || version > supported.max {
+        if api == ApiKey::ApiVersions {
+            // Kafka answers an ApiVersions it cannot parse at v0, with the versions it has,
+            // so the client can pick one and ask again.
+            let correlation_id = protocol::peek_correlation_id(&frame).unwrap_or(0);
+            let reply = Reply::ready(api_versions::unsupported_version());
+            return Ok(Outgoing {
+                api,
+                version: 0,
+                correlation_id,
+                reply,
+            });
+        }
+        return Err(ServerError::UnsupportedVersion {
+            api,
+            version,
+            supported,
+        });
+    }
+    let (header, body) = protocol::decode_request(api, version, frame)?;
+    let correlation_id = header.correlation_id;
+    let reply = dispatch::dispatch(broker, header, body).await?;
+    Ok(Outgoing {
+        api,
+        version,
+        correlation_id,
+        reply,
+    })
+}
+
+async fn write_responses(
+    writer: OwnedWriteHalf,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+    peer: SocketAddr,
+) {
+    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
+    while let Some(next) = outgoing.recv().await {
+        let body = match next.reply {
+            Reply::Ready(body) => *body,
+            Reply::Deferred(work) => work.await,
+            Reply::None => continue,
+        };
+        let frame = match encode_response(next.api, next.version, next.correlation_id, &body) {
+            Ok(frame) => frame,
+            Err(error) => {
+                tracing::error!(%peer, %error, "cannot encode a response; closing connection");
+                return;
+            }
+        };
+        if writer.write_all(&frame).await.is_err() {
+            return;
+        }
+        if outgoing.is_empty() && writer.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.flush().await;
+}

@@ -1,0 +1,109 @@
+//! The dispatch table: which Kafka APIs this broker serves, at which versions, and the handler
+//! for each. ApiVersions is answered from this table, so nothing is advertised that has no
+//! handler here.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::protocol::VersionRange;
+
+use super::ServerError;
+use crate::api;
+use crate::broker::Broker;
+
+/// What a handler gives back to the connection.
+pub enum Reply {
+    Ready(Box<ResponseKind>),
+    /// Work that finishes later (a produce waiting for fsync, a fetch waiting for data); the
+    /// connection keeps reading meanwhile and still writes responses in request order.
+    Deferred(Pin<Box<dyn Future<Output = ResponseKind> + Send>>),
+    /// No response at all (produce with acks=0).
+    None,
+}
+
+impl Reply {
+    pub fn ready(body: ResponseKind) -> Reply {
+        Reply::Ready(Box::new(body))
+    }
+}
+
+/// Every API served, each at every version `kafka-protocol` encodes for it.
+pub const APIS: &[ApiKey] = &[
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+    ApiKey::Metadata,
+    ApiKey::ApiVersions,
+    ApiKey::CreateTopics,
+    ApiKey::DeleteTopics,
+    ApiKey::InitProducerId,
+    ApiKey::OffsetForLeaderEpoch,
+    ApiKey::DescribeConfigs,
+    ApiKey::CreatePartitions,
+    ApiKey::DescribeCluster,
+];
+
+/// The versions of `api` this broker serves, or `None` if it does not serve it.
+pub fn versions(api: ApiKey) -> Option<VersionRange> {
+    APIS.contains(&api).then(|| api.valid_versions())
+}
+
+pub async fn dispatch(
+    broker: &Arc<Broker>,
+    header: RequestHeader,
+    body: RequestKind,
+) -> Result<Reply, ServerError> {
+    let version = header.request_api_version;
+    let reply = match body {
+        RequestKind::Produce(request) => api::produce::handle(broker, version, request).await,
+        RequestKind::Fetch(request) => Reply::Deferred(Box::pin(api::fetch::handle(
+            broker.clone(),
+            version,
+            request,
+        ))),
+        RequestKind::ListOffsets(request) => Reply::ready(ResponseKind::ListOffsets(
+            api::list_offsets::handle(broker, version, request).await,
+        )),
+        RequestKind::Metadata(request) => Reply::ready(ResponseKind::Metadata(
+            api::metadata::handle(broker, version, request),
+        )),
+        RequestKind::ApiVersions(request) => Reply::ready(ResponseKind::ApiVersions(
+            api::api_versions::handle(version, request),
+        )),
+        RequestKind::CreateTopics(request) => Reply::ready(ResponseKind::CreateTopics(
+            api::create_topics::handle(broker, version, request),
+        )),
+        RequestKind::DeleteTopics(request) => Reply::ready(ResponseKind::DeleteTopics(
+            api::delete_topics::handle(broker, version, request),
+        )),
+        RequestKind::InitProducerId(request) => Reply::ready(ResponseKind::InitProducerId(
+            api::init_producer_id::handle(broker, request),
+        )),
+        RequestKind::OffsetForLeaderEpoch(request) => {
+            Reply::ready(ResponseKind::OffsetForLeaderEpoch(
+                api::offset_for_leader_epoch::handle(broker, request),
+            ))
+        }
+        RequestKind::DescribeConfigs(request) => Reply::ready(ResponseKind::DescribeConfigs(
+            api::describe_configs::handle(broker, version, request),
+        )),
+        RequestKind::CreatePartitions(request) => Reply::ready(ResponseKind::CreatePartitions(
+            api::create_partitions::handle(broker, request),
+        )),
+        RequestKind::DescribeCluster(request) => Reply::ready(ResponseKind::DescribeCluster(
+            api::describe_cluster::handle(broker, request),
+        )),
+        other => {
+            let api = ApiKey::try_from(header.request_api_key).unwrap_or(ApiKey::ApiVersions);
+            tracing::warn!(
+                ?api,
+                "request for an api outside the dispatch table: {:?}",
+                std::mem::discriminant(&other)
+            );
+            return Err(ServerError::NotImplemented(api));
+        }
+    };
+    Ok(reply)
+}

@@ -1,0 +1,342 @@
+//! The V1 write-ahead log: every produced batch, as formed (offsets assigned), framed with its
+//! partition and a checksum, in one broker-wide log so that one fsync covers every partition.
+//!
+//! Data path: api/produce hands batches to `Wal::append`; the writer thread assigns offsets,
+//! writes a whole group of appends, fsyncs once, and only then publishes the batches (high
+//! watermark) and answers. Fetch reads batches back by file position (`Wal::read`).
+//!
+//! Invariants: one writer thread owns the active file; nothing is acknowledged or visible before
+//! its fsync; a failed write is cut off the file and its offsets are handed out again; replay
+//! verifies every entry and cuts a torn tail before anything new is appended.
+
+pub mod segment;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::limits;
+use crate::metadata::sync_dir;
+use crate::partition::producer::SequenceError;
+use crate::partition::{BatchLocation, Partition, Topics};
+use crate::protocol::record_batch::BatchHeader;
+use segment::{ScanEnd, SEGMENT_HEADER_BYTES};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("WAL directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Segment(#[from] segment::SegmentError),
+    #[error("WAL segment {path} is corrupt at byte {position} ({reason}) but is not the last segment; \
+             it was fully synced before the next one began, so this is disk corruption. Move it aside to start.")]
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        reason: String,
+    },
+}
+
+/// Why an append was not made durable. Each maps to the Kafka error code a producer retries on
+/// (or gives up on, for fencing).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    #[error("the WAL cannot write: {0}")]
+    Storage(String),
+    #[error("the partition was deleted")]
+    PartitionDeleted,
+    #[error(transparent)]
+    Sequence(#[from] SequenceError),
+}
+
+impl AppendError {
+    pub fn code(&self) -> i16 {
+        let error = match self {
+            AppendError::Storage(_) => ResponseError::KafkaStorageError,
+            AppendError::PartitionDeleted => ResponseError::UnknownTopicOrPartition,
+            AppendError::Sequence(SequenceError::OutOfOrder { .. }) => {
+                ResponseError::OutOfOrderSequenceNumber
+            }
+            AppendError::Sequence(SequenceError::FencedEpoch { .. }) => {
+                ResponseError::InvalidProducerEpoch
+            }
+        };
+        error.code()
+    }
+}
+
+/// A successful append: where the first batch landed (its original place for a retried
+/// duplicate) and the partition's log start offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+}
+
+pub type AppendReply = oneshot::Receiver<Result<Appended, AppendError>>;
+
+pub struct AppendRequest {
+    pub partition: Arc<Partition>,
+    pub batches: Vec<(BatchHeader, Bytes)>,
+    pub reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+enum Command {
+    Append(AppendRequest),
+    /// Seal the active segment now if it holds anything.
+    Roll(oneshot::Sender<()>),
+    Shutdown,
+}
+
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    pub dir: PathBuf,
+    pub segment_bytes: u64,
+    pub segment_ms: u64,
+    pub group_commit_us: u64,
+}
+
+/// Open segment files, shared by the writer (which appends to the last) and readers.
+pub struct SegmentFiles {
+    files: RwLock<BTreeMap<u64, Arc<File>>>,
+}
+
+impl SegmentFiles {
+    fn get(&self, id: u64) -> Option<Arc<File>> {
+        self.files
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    fn insert(&self, id: u64, file: Arc<File>) {
+        self.files
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, file);
+    }
+}
+
+pub struct Wal {
+    sender: mpsc::Sender<Command>,
+    files: Arc<SegmentFiles>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Wal {
+    /// Opens the WAL in `options.dir`: replays every segment into `topics` (batch index,
+    /// high watermarks, producer state), cuts a torn tail, and starts the writer thread.
+    /// Must be called within a tokio runtime.
+    pub fn open(
+        options: WalOptions,
+        topics: &Topics,
+        data_arrived: Arc<Notify>,
+    ) -> Result<Wal, WalError> {
+        let dir = options.dir.clone();
+        let io = |source| WalError::Io {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&options.dir).map_err(io)?;
+        let ids = segment::list_segments(&options.dir).map_err(io)?;
+        let files = Arc::new(SegmentFiles {
+            files: RwLock::new(BTreeMap::new()),
+        });
+        let mut active = None;
+        for (n, &id) in ids.iter().enumerate() {
+            let is_last = n + 1 == ids.len();
+            let length = replay_segment(&options.dir, id, is_last, topics)?;
+            let file =
+                Arc::new(open_segment(&segment::segment_path(&options.dir, id)).map_err(io)?);
+            files.insert(id, file.clone());
+            if is_last {
+                active = Some((id, file, length));
+            }
+        }
+        let active = match active {
+            Some(active) => active,
+            None => {
+                let file = Arc::new(create_segment(&options.dir, 1).map_err(io)?);
+                files.insert(1, file.clone());
+                (1, file, SEGMENT_HEADER_BYTES)
+            }
+        };
+        let (sender, receiver) = mpsc::channel(limits::WAL_QUEUE_DEPTH);
+        let writer = writer::Writer::new(options, files.clone(), active, data_arrived);
+        let runtime = tokio::runtime::Handle::current();
+        let handle = std::thread::Builder::new()
+            .name("wal-writer".into())
+            .spawn(move || writer.run(receiver, runtime))
+            .map_err(io)?;
+        Ok(Wal {
+            sender,
+            files,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Queues batches for one partition. The returned receiver answers once they are durable
+    /// (or refused). Queuing waits while the writer's queue is full (backpressure), and the
+    /// order of calls is the order of offsets.
+    pub async fn append(
+        &self,
+        partition: Arc<Partition>,
+        batches: Vec<(BatchHeader, Bytes)>,
+    ) -> AppendReply {
+        let (reply, receiver) = oneshot::channel();
+        let request = AppendRequest {
+            partition,
+            batches,
+            reply,
+        };
+        if let Err(mpsc::error::SendError(Command::Append(request))) =
+            self.sender.send(Command::Append(request)).await
+        {
+            let _ = request
+                .reply
+                .send(Err(AppendError::Storage("the WAL is shut down".into())));
+        }
+        receiver
+    }
+
+    /// Seals the active segment if it holds any entry, and waits until it is sealed.
+    pub async fn roll(&self) {
+        let (reply, receiver) = oneshot::channel();
+        if self.sender.send(Command::Roll(reply)).await.is_ok() {
+            let _ = receiver.await;
+        }
+    }
+
+    /// Reads the given batches back, concatenated, exactly as they were written.
+    /// Blocking file I/O: call from `spawn_blocking`.
+    pub fn read(&self, locations: &[BatchLocation]) -> std::io::Result<Bytes> {
+        let total: usize = locations.iter().map(|l| l.bytes as usize).sum();
+        let mut buffer = BytesMut::zeroed(total);
+        let mut at = 0;
+        for location in locations {
+            let file = self.files.get(location.segment_id).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("WAL segment {} is gone", location.segment_id),
+                )
+            })?;
+            let end = at + location.bytes as usize;
+            file.read_exact_at(&mut buffer[at..end], location.position)?;
+            at = end;
+        }
+        Ok(buffer.freeze())
+    }
+
+    /// Stops the writer after everything queued before this call is written and synced.
+    pub async fn close(&self) {
+        let _ = self.sender.send(Command::Shutdown).await;
+        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+/// Replays one segment into the partitions. Returns the length of its valid part; a torn tail of
+/// the last segment is cut off the file (a crash mid-write), anywhere else it is an error.
+fn replay_segment(dir: &Path, id: u64, is_last: bool, topics: &Topics) -> Result<u64, WalError> {
+    let path = segment::segment_path(dir, id);
+    let end = segment::scan(&path, |entry| {
+        let Some(topic) = topics.get_by_id(&entry.topic_id) else {
+            return;
+        };
+        let Some(partition) = topic.partition(entry.partition) else {
+            return;
+        };
+        let location = BatchLocation {
+            base_offset: entry.header.base_offset,
+            last_offset: entry.header.last_offset(),
+            max_timestamp: entry.header.max_timestamp,
+            segment_id: id,
+            position: entry.batch_position,
+            bytes: entry.batch.len() as u32,
+        };
+        let mut state = partition.lock();
+        if location.base_offset < state.high_watermark {
+            tracing::warn!(topic = %topic.name, partition = entry.partition, offset = location.base_offset,
+                "WAL replay: skipping a batch below the high watermark");
+            return;
+        }
+        if entry.header.is_idempotent() {
+            state.producers.record(&entry.header, location.base_offset);
+        }
+        state.publish(location);
+    })?;
+    match end {
+        ScanEnd::Clean { length } => Ok(length),
+        ScanEnd::Torn {
+            valid_length,
+            file_length,
+            reason,
+        } if is_last => {
+            tracing::warn!(segment = %path.display(), valid_length, file_length, %reason,
+                "WAL replay: cutting a torn tail");
+            cut_tail(&path, valid_length).map_err(|source| WalError::Io {
+                path: path.clone(),
+                source,
+            })
+        }
+        ScanEnd::Torn {
+            valid_length,
+            reason,
+            ..
+        } => Err(WalError::Corrupt {
+            path,
+            position: valid_length,
+            reason,
+        }),
+    }
+}
+
+/// Truncates a segment to its valid part (re-writing the header if even that was torn) and
+/// syncs, so later appends continue after the cut, not after the garbage.
+fn cut_tail(path: &Path, valid_length: u64) -> std::io::Result<u64> {
+    let file = OpenOptions::new().write(true).open(path)?;
+    if valid_length < SEGMENT_HEADER_BYTES {
+        file.set_len(0)?;
+        file.write_all_at(&segment::segment_header(), 0)?;
+        file.sync_all()?;
+        return Ok(SEGMENT_HEADER_BYTES);
+    }
+    file.set_len(valid_length)?;
+    file.sync_all()?;
+    Ok(valid_length)
+}
+
+fn open_segment(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().read(true).write(true).open(path)
+}
+
+/// Creates a new segment with its header, durable (file and directory entry) before use.
+fn create_segment(dir: &Path, id: u64) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(segment::segment_path(dir, id))?;
+    file.write_all_at(&segment::segment_header(), 0)?;
+    file.sync_all()?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+fn tick() -> Duration {
+    Duration::from_millis(limits::WAL_TICK_MS)
+}

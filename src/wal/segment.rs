@@ -1,0 +1,200 @@
+//! The V1 WAL file format. A segment is a 16-byte header (magic, version) followed by entries:
+//!
+//! ```text
+//! entry := body_length u32 | crc32c(body) u32 | body
+//! body  := topic_id [16] | partition i32 | record batch (as formed: offsets assigned)
+//! ```
+//! All integers big-endian. Replay reads entries one at a time (never a whole segment into
+//! memory) and stops at the first entry that is incomplete or fails its checksum.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use bytes::{BufMut, BytesMut};
+use uuid::Uuid;
+
+use crate::limits;
+use crate::protocol::record_batch::{BatchError, BatchHeader};
+
+pub const MAGIC: &[u8; 8] = b"STRATAWL";
+pub const FORMAT_VERSION: u32 = 1;
+pub const SEGMENT_HEADER_BYTES: u64 = 16;
+/// Length and checksum before the body.
+pub const ENTRY_HEADER_BYTES: u64 = 8;
+/// Topic id and partition before the batch.
+pub const ENTRY_PREFIX_BYTES: u64 = 20;
+
+pub fn segment_header() -> [u8; SEGMENT_HEADER_BYTES as usize] {
+    let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
+    header
+}
+
+pub fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.wal"))
+}
+
+/// Segment ids found in `dir`, ascending.
+pub fn list_segments(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".wal")) else {
+            continue;
+        };
+        if let Ok(id) = stem.parse::<u64>() {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Appends one entry for `batch` to `buffer`, with `base_offset` written into the copy.
+/// Returns the position of the batch's first byte relative to the entry's start.
+pub fn encode_entry(
+    buffer: &mut BytesMut,
+    topic_id: Uuid,
+    partition: i32,
+    batch: &[u8],
+    base_offset: i64,
+) -> u64 {
+    let body_length = (ENTRY_PREFIX_BYTES as usize + batch.len()) as u32;
+    let start = buffer.len();
+    buffer.reserve(ENTRY_HEADER_BYTES as usize + body_length as usize);
+    buffer.put_u32(body_length);
+    buffer.put_u32(0);
+    buffer.put_slice(topic_id.as_bytes());
+    buffer.put_i32(partition);
+    let batch_start = buffer.len();
+    buffer.put_slice(batch);
+    crate::protocol::record_batch::set_base_offset(&mut buffer[batch_start..], base_offset);
+    let body = start + ENTRY_HEADER_BYTES as usize;
+    let crc = crc32c::crc32c(&buffer[body..]);
+    buffer[start + 4..body].copy_from_slice(&crc.to_be_bytes());
+    ENTRY_HEADER_BYTES + ENTRY_PREFIX_BYTES
+}
+
+/// One entry found by replay.
+pub struct ReplayedEntry<'a> {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    /// File position of the batch's first byte.
+    pub batch_position: u64,
+    pub header: BatchHeader,
+    pub batch: &'a [u8],
+}
+
+/// How a segment's scan ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ScanEnd {
+    /// Every byte belonged to a valid entry.
+    Clean { length: u64 },
+    /// Bytes from `valid_length` on are not a valid entry: a torn or corrupt tail.
+    Torn {
+        valid_length: u64,
+        file_length: u64,
+        reason: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    #[error("WAL segment {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("WAL segment {path} is not a Strata V1 WAL segment (bad magic or version)")]
+    BadHeader { path: PathBuf },
+}
+
+/// Reads every entry of a segment in order, calling `visit` for each valid one, and reports
+/// where the valid part ends. Memory use is one entry, bounded by `WAL_ENTRY_BYTES_MAX`.
+pub fn scan<F: FnMut(ReplayedEntry<'_>)>(
+    path: &Path,
+    mut visit: F,
+) -> Result<ScanEnd, SegmentError> {
+    let io = |source| SegmentError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    let file_length = file.metadata().map_err(io)?.len();
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+    if file_length < SEGMENT_HEADER_BYTES {
+        return Ok(ScanEnd::Torn {
+            valid_length: 0,
+            file_length,
+            reason: "segment header incomplete".into(),
+        });
+    }
+    reader.read_exact(&mut header).map_err(io)?;
+    if header != segment_header() {
+        return Err(SegmentError::BadHeader {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut position = SEGMENT_HEADER_BYTES;
+    let mut body = Vec::new();
+    loop {
+        let remaining = file_length - position;
+        if remaining == 0 {
+            return Ok(ScanEnd::Clean { length: position });
+        }
+        let torn = |reason: String| {
+            Ok(ScanEnd::Torn {
+                valid_length: position,
+                file_length,
+                reason,
+            })
+        };
+        if remaining < ENTRY_HEADER_BYTES {
+            return torn(format!("{remaining} bytes where an entry header needs 8"));
+        }
+        let mut entry_header = [0u8; ENTRY_HEADER_BYTES as usize];
+        reader.read_exact(&mut entry_header).map_err(io)?;
+        let body_length = u32::from_be_bytes(entry_header[..4].try_into().expect("4 bytes")) as u64;
+        let crc = u32::from_be_bytes(entry_header[4..].try_into().expect("4 bytes"));
+        if body_length < ENTRY_PREFIX_BYTES || body_length as usize > limits::WAL_ENTRY_BYTES_MAX {
+            return torn(format!("entry length {body_length} is impossible"));
+        }
+        if body_length > remaining - ENTRY_HEADER_BYTES {
+            return torn(format!(
+                "entry of {body_length} bytes but only {} remain",
+                remaining - ENTRY_HEADER_BYTES
+            ));
+        }
+        body.resize(body_length as usize, 0);
+        reader.read_exact(&mut body).map_err(io)?;
+        if crc32c::crc32c(&body) != crc {
+            return torn("entry checksum mismatch".into());
+        }
+        let batch = &body[ENTRY_PREFIX_BYTES as usize..];
+        let header = match parse_stored_batch(batch) {
+            Ok(header) => header,
+            Err(e) => return torn(format!("entry holds an invalid batch: {e}")),
+        };
+        let topic_id = Uuid::from_slice(&body[..16]).expect("16 bytes");
+        let partition = i32::from_be_bytes(body[16..20].try_into().expect("4 bytes"));
+        visit(ReplayedEntry {
+            topic_id,
+            partition,
+            batch_position: position + ENTRY_HEADER_BYTES + ENTRY_PREFIX_BYTES,
+            header,
+            batch,
+        });
+        position += ENTRY_HEADER_BYTES + body_length;
+    }
+}
+
+fn parse_stored_batch(batch: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    if header.total_bytes() != batch.len() {
+        return Err(BatchError::InvalidLength(header.batch_length));
+    }
+    Ok(header)
+}
