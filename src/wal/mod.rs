@@ -340,3 +340,6 @@ fn create_segment(dir: &Path, id: u64) -> std::io::Result<File> {
 fn tick() -> Duration {
     Duration::from_millis(limits::WAL_TICK_MS)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,261 @@
+//! WAL tests against real files: random appends with reopen, torn tails, segment rolls.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use proptest::prelude::*;
+
+use super::*;
+use crate::metadata::Metadata;
+use crate::partition::Topics;
+use crate::protocol::record_batch::BatchHeader;
+
+fn batch(records: i32, tag: u64) -> (BatchHeader, Bytes) {
+    let records: Vec<Record> = (0..records)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i64::from(i),
+            // Consecutive sequences keep the encoder from splitting the records into batches.
+            sequence: i,
+            timestamp: 1_000 + i64::from(i),
+            key: Some(Bytes::from(format!("{tag}-{i}"))),
+            value: Some(Bytes::from(vec![tag as u8; 50])),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+    let bytes = buf.freeze();
+    let header = BatchHeader::parse(&bytes).unwrap();
+    assert_eq!(header.total_bytes(), bytes.len(), "one batch");
+    (header, bytes)
+}
+
+struct Opened {
+    topics: Topics,
+    wal: Wal,
+}
+
+fn options(dir: &Path, segment_bytes: u64) -> WalOptions {
+    WalOptions {
+        dir: dir.join("wal"),
+        segment_bytes,
+        segment_ms: 60_000,
+        group_commit_us: 0,
+    }
+}
+
+fn open(dir: &Path, segment_bytes: u64) -> Opened {
+    let metadata = Arc::new(Metadata::open(&dir.join("meta")).unwrap());
+    let topics = Topics::load(metadata);
+    if topics.get("t").is_none() {
+        topics.create("t", 3, BTreeMap::new(), false).unwrap();
+    }
+    let wal = Wal::open(
+        options(dir, segment_bytes),
+        &topics,
+        Arc::new(Notify::new()),
+    )
+    .unwrap();
+    Opened { topics, wal }
+}
+
+/// Everything readable from a partition: `(base_offset, batch bytes)`.
+fn contents(opened: &Opened, partition: i32) -> Vec<(i64, Bytes)> {
+    let topic = opened.topics.get("t").unwrap();
+    let partition = topic.partition(partition).unwrap();
+    let locations: Vec<_> = partition.lock().batches.iter().copied().collect();
+    locations
+        .iter()
+        .map(|l| (l.base_offset, opened.wal.read(&[*l]).unwrap()))
+        .collect()
+}
+
+async fn append(opened: &Opened, partition: i32, records: i32, tag: u64) -> i64 {
+    let partition = opened
+        .topics
+        .get("t")
+        .unwrap()
+        .partition(partition)
+        .unwrap()
+        .clone();
+    let reply = opened
+        .wal
+        .append(partition, vec![batch(records, tag)])
+        .await;
+    reply.await.unwrap().expect("append").base_offset
+}
+
+/// The batch as the WAL stores it: the producer's bytes with `base_offset` assigned.
+fn stored(records: i32, tag: u64, base_offset: i64) -> Bytes {
+    let mut bytes = batch(records, tag).1.to_vec();
+    crate::protocol::record_batch::set_base_offset(&mut bytes, base_offset);
+    Bytes::from(bytes)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Random appends to three partitions, reopening the WAL at random points, with segments
+    /// small enough to roll often: every acknowledged batch comes back, byte for byte, at
+    /// contiguous offsets, and appends after a reopen continue where the log ended.
+    #[test]
+    fn random_appends_survive_reopen(ops in prop::collection::vec((0..3i32, 1..20i32, prop::bool::weighted(0.1)), 1..60)) {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        runtime.block_on(async {
+            let mut opened = open(dir.path(), 2048);
+            let mut expected: Vec<Vec<(i64, Bytes)>> = vec![Vec::new(); 3];
+            for (n, (partition, records, reopen)) in ops.into_iter().enumerate() {
+                let base = append(&opened, partition, records, n as u64).await;
+                let next = expected[partition as usize].last().map_or(0, |(b, bytes)| {
+                    b + i64::from(BatchHeader::parse(bytes).unwrap().last_offset_delta) + 1
+                });
+                assert_eq!(base, next, "offsets are contiguous");
+                expected[partition as usize].push((base, stored(records, n as u64, base)));
+                if reopen {
+                    opened.wal.close().await;
+                    opened = open(dir.path(), 2048);
+                }
+            }
+            opened.wal.close().await;
+            let reopened = open(dir.path(), 2048);
+            for partition in 0..3 {
+                assert_eq!(contents(&reopened, partition), expected[partition as usize]);
+                let hw = reopened.topics.get("t").unwrap().partition(partition).unwrap().offsets().1;
+                let end = expected[partition as usize].last().map_or(0, |(b, bytes)| {
+                    b + i64::from(BatchHeader::parse(bytes).unwrap().last_offset_delta) + 1
+                });
+                assert_eq!(hw, end);
+            }
+            reopened.wal.close().await;
+        });
+        let segments = segment::list_segments(&dir.path().join("wal")).unwrap();
+        prop_assert!(!segments.is_empty());
+    }
+}
+
+fn last_segment(dir: &Path) -> PathBuf {
+    let wal = dir.join("wal");
+    let id = *segment::list_segments(&wal).unwrap().last().unwrap();
+    segment::segment_path(&wal, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_torn_tail_is_cut_and_appends_continue_after_the_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = open(dir.path(), 1 << 20);
+    for n in 0..5 {
+        append(&opened, 0, 3, n).await;
+    }
+    opened.wal.close().await;
+    let path = last_segment(dir.path());
+    let full = std::fs::metadata(&path).unwrap().len();
+    // Cut the last entry in half, as a crash in the middle of a write would.
+    let entry =
+        segment::ENTRY_HEADER_BYTES + segment::ENTRY_PREFIX_BYTES + batch(3, 4).1.len() as u64;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(full - entry / 2)
+        .unwrap();
+
+    let opened = open(dir.path(), 1 << 20);
+    let offsets: Vec<i64> = contents(&opened, 0).iter().map(|(b, _)| *b).collect();
+    assert_eq!(offsets, vec![0, 3, 6, 9], "the torn fifth batch is gone");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        full - entry,
+        "the file was cut at the last whole entry"
+    );
+    assert_eq!(
+        append(&opened, 0, 3, 99).await,
+        12,
+        "the next append reuses the torn batch's offsets"
+    );
+    opened.wal.close().await;
+
+    let opened = open(dir.path(), 1 << 20);
+    let found = contents(&opened, 0);
+    assert_eq!(found.len(), 5);
+    assert_eq!(found[4], (12, stored(3, 99, 12)));
+    opened.wal.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn garbage_after_the_last_entry_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = open(dir.path(), 1 << 20);
+    append(&opened, 1, 2, 1).await;
+    opened.wal.close().await;
+    let path = last_segment(dir.path());
+    let valid = std::fs::metadata(&path).unwrap().len();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut file, &[0xff; 100]).unwrap();
+    drop(file);
+    let opened = open(dir.path(), 1 << 20);
+    assert_eq!(contents(&opened, 1).len(), 1);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), valid);
+    opened.wal.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn corruption_in_a_sealed_segment_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = open(dir.path(), 4096);
+    for n in 0..40 {
+        append(&opened, 2, 5, n).await;
+    }
+    opened.wal.close().await;
+    let wal = dir.path().join("wal");
+    let first = segment::segment_path(&wal, segment::list_segments(&wal).unwrap()[0]);
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[200] ^= 0x40;
+    std::fs::write(&first, bytes).unwrap();
+    let metadata = Arc::new(Metadata::open(&dir.path().join("meta")).unwrap());
+    let topics = Topics::load(metadata);
+    let error = Wal::open(options(dir.path(), 4096), &topics, Arc::new(Notify::new()))
+        .err()
+        .unwrap();
+    assert!(matches!(error, WalError::Corrupt { .. }), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn entries_of_a_deleted_topic_are_skipped_on_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = open(dir.path(), 1 << 20);
+    append(&opened, 0, 2, 1).await;
+    opened.topics.delete("t").unwrap();
+    opened
+        .topics
+        .create("t", 3, BTreeMap::new(), false)
+        .unwrap();
+    append(&opened, 0, 4, 2).await;
+    opened.wal.close().await;
+    let opened = open(dir.path(), 1 << 20);
+    let found = contents(&opened, 0);
+    assert_eq!(
+        found,
+        vec![(0, stored(4, 2, 0))],
+        "only the new topic's batch, at offset 0"
+    );
+    opened.wal.close().await;
+}
