@@ -11,5 +11,6 @@ pub mod limits;
 pub mod metadata;
 pub mod partition;
 pub mod protocol;
+pub mod segment;
 pub mod server;
 pub mod wal;

@@ -49,3 +49,8 @@ pub const PRODUCE_TIMEOUT_MS_MAX: u64 = 120_000;
 
 /// How long shutdown waits for in-flight requests before it stops waiting.
 pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
+
+/// Largest decompressed records section the indexer accepts from one batch. A producer's batch
+/// is at most `max.message.bytes` compressed; this stops a compression bomb from taking the
+/// broker's memory with it.
+pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = 256 * 1024 * 1024;
