@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use object_store::ObjectStore;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +18,7 @@ use crate::admin;
 use crate::config::{parse_host_port, Config};
 use crate::limits;
 use crate::metadata::Metadata;
+use crate::object_storage;
 use crate::partition::Topics;
 use crate::server;
 use crate::wal::{Wal, WalOptions};
@@ -30,6 +32,8 @@ pub struct Broker {
     pub metadata: Arc<Metadata>,
     pub topics: Topics,
     pub wal: Wal,
+    /// Where sealed WAL segments go (tiered storage).
+    pub object_store: Arc<dyn ObjectStore>,
     /// Notified after every group commit that published data (wakes long-polling fetches).
     pub data_arrived: Arc<Notify>,
     pub shutdown: CancellationToken,
@@ -49,6 +53,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         segment_ms: config.wal_segment_ms,
         group_commit_us: config.wal_group_commit_us,
     };
+    let object_store_url = config.object_store_url();
+    let object_store =
+        object_storage::open(&object_store_url, config.s3_endpoint.as_deref()).await?;
+    tracing::info!(url = %object_store_url, "object store reachable");
     let wal = Wal::open(wal_options, &topics, data_arrived.clone())?;
 
     let kafka = TcpListener::bind(config.kafka_listen)
@@ -69,6 +77,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metadata,
         topics,
         wal,
+        object_store,
         data_arrived,
         shutdown: shutdown.clone(),
         started: Instant::now(),

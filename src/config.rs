@@ -88,6 +88,10 @@ pub struct Config {
     #[arg(long, env = "STRATA_OBJECT_STORE")]
     pub object_store: Option<String>,
 
+    /// S3 endpoint for MinIO or LocalStack (path-style addressing); otherwise AWS_ENDPOINT_URL.
+    #[arg(long, env = "STRATA_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
     /// Create a topic when a client asks for metadata of a topic that does not exist.
     #[arg(long, env = "STRATA_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_create_topics: bool,

@@ -9,6 +9,7 @@ pub mod broker;
 pub mod config;
 pub mod limits;
 pub mod metadata;
+pub mod object_storage;
 pub mod partition;
 pub mod protocol;
 pub mod segment;
