@@ -54,3 +54,12 @@ pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
 /// is at most `max.message.bytes` compressed; this stops a compression bomb from taking the
 /// broker's memory with it.
 pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// Target size of one data block in a segment object: the unit of a cold read and of the cache.
+pub const SEGMENT_BLOCK_BYTES: usize = 1024 * 1024;
+
+/// Bytes read from an object's end to find its footer; a larger footer takes a second read.
+pub const SEGMENT_TAIL_READ_BYTES: usize = 64 * 1024;
+
+/// Largest footer a reader accepts.
+pub const SEGMENT_FOOTER_BYTES_MAX: usize = 64 * 1024 * 1024;

@@ -4,3 +4,4 @@
 
 pub mod canonical;
 pub mod codec;
+pub mod object;

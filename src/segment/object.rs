@@ -1,0 +1,360 @@
+//! The V2 segment object: the batches of one sealed WAL segment, grouped by partition into
+//! blocks, as formed (offsets assigned), and a footer that says where every partition's
+//! blocks lie. Self-describing (magic, version, checksums): a bucket can be read without any
+//! local state, and a reader needs one ranged read of the tail to open an object.
+//!
+//! ```text
+//! object  := header | block* | footer | trailer
+//! header  := "STRATASG" | version u32 | reserved u32
+//! footer  := bincode(Footer)
+//! trailer := footer_length u32 | crc32c(footer) u32 | version u32 | "STRATASG"
+//! ```
+
+use std::ops::Range;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::limits;
+use crate::protocol::record_batch::BatchHeader;
+
+pub const MAGIC: &[u8; 8] = b"STRATASG";
+pub const FORMAT_VERSION: u32 = 2;
+const HEADER_BYTES: usize = 16;
+pub const TRAILER_BYTES: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("not a Strata segment object: {0}")]
+    NotASegment(&'static str),
+    #[error(
+        "segment object format version {0} is not readable by this broker (reads {FORMAT_VERSION})"
+    )]
+    Version(u32),
+    #[error("segment footer is corrupt: {0}")]
+    CorruptFooter(String),
+    #[error("batch for {topic_id}/{partition} at offset {offset} is out of order")]
+    OutOfOrder {
+        topic_id: Uuid,
+        partition: i32,
+        offset: i64,
+    },
+}
+
+/// One block: consecutive batches of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub start: u64,
+    pub end: u64,
+}
+
+impl Block {
+    pub fn range(&self) -> Range<u64> {
+        self.start..self.end
+    }
+}
+
+/// A partition's part of the object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionBlocks {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub blocks: Vec<Block>,
+}
+
+impl PartitionBlocks {
+    /// The block holding `offset`, or the first one after it.
+    pub fn block_for(&self, offset: i64) -> Option<&Block> {
+        let at = self.blocks.partition_point(|b| b.last_offset < offset);
+        self.blocks.get(at)
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.blocks.iter().map(|b| b.end - b.start).sum()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Footer {
+    pub partitions: Vec<PartitionBlocks>,
+}
+
+impl Footer {
+    pub fn partition(&self, topic_id: &Uuid, partition: i32) -> Option<&PartitionBlocks> {
+        self.partitions
+            .iter()
+            .find(|p| p.topic_id == *topic_id && p.partition == partition)
+    }
+}
+
+/// Builds an object. Batches are added per partition in offset order; partitions may be added
+/// in any order, each one's batches contiguously.
+pub struct ObjectBuilder {
+    body: BytesMut,
+    partitions: Vec<PartitionBlocks>,
+    open: Option<Block>,
+}
+
+impl Default for ObjectBuilder {
+    fn default() -> Self {
+        let mut body = BytesMut::with_capacity(limits::SEGMENT_BLOCK_BYTES);
+        body.put_slice(MAGIC);
+        body.put_u32(FORMAT_VERSION);
+        body.put_u32(0);
+        ObjectBuilder {
+            body,
+            partitions: Vec::new(),
+            open: None,
+        }
+    }
+}
+
+impl ObjectBuilder {
+    /// Starts the next partition; its batches follow with `add_batch`.
+    pub fn start_partition(&mut self, topic_id: Uuid, partition: i32) {
+        self.close_block();
+        self.partitions.push(PartitionBlocks {
+            topic_id,
+            partition,
+            base_offset: -1,
+            last_offset: -1,
+            max_timestamp: -1,
+            blocks: Vec::new(),
+        });
+    }
+
+    /// Adds one batch (whole, offsets assigned) to the current partition.
+    pub fn add_batch(&mut self, header: &BatchHeader, batch: &[u8]) -> Result<(), ObjectError> {
+        let current = self
+            .partitions
+            .last_mut()
+            .expect("start_partition comes first");
+        if current.last_offset >= header.base_offset {
+            return Err(ObjectError::OutOfOrder {
+                topic_id: current.topic_id,
+                partition: current.partition,
+                offset: header.base_offset,
+            });
+        }
+        if current.base_offset < 0 {
+            current.base_offset = header.base_offset;
+        }
+        current.last_offset = header.last_offset();
+        current.max_timestamp = current.max_timestamp.max(header.max_timestamp);
+        let start = self.body.len() as u64;
+        self.body.put_slice(batch);
+        let block = self.open.get_or_insert(Block {
+            base_offset: header.base_offset,
+            last_offset: header.last_offset(),
+            max_timestamp: header.max_timestamp,
+            start,
+            end: start,
+        });
+        block.last_offset = header.last_offset();
+        block.max_timestamp = block.max_timestamp.max(header.max_timestamp);
+        block.end = self.body.len() as u64;
+        if (block.end - block.start) as usize >= limits::SEGMENT_BLOCK_BYTES {
+            self.close_block();
+        }
+        Ok(())
+    }
+
+    fn close_block(&mut self) {
+        if let Some(block) = self.open.take() {
+            self.partitions
+                .last_mut()
+                .expect("a block belongs to a partition")
+                .blocks
+                .push(block);
+        }
+    }
+
+    /// The finished object and its footer.
+    pub fn finish(mut self) -> (Bytes, Footer) {
+        self.close_block();
+        self.partitions.retain(|p| !p.blocks.is_empty());
+        let footer = Footer {
+            partitions: self.partitions,
+        };
+        let encoded = bincode::serde::encode_to_vec(&footer, bincode::config::standard())
+            .expect("footer serializes");
+        self.body.put_slice(&encoded);
+        self.body.put_u32(encoded.len() as u32);
+        self.body.put_u32(crc32c::crc32c(&encoded));
+        self.body.put_u32(FORMAT_VERSION);
+        self.body.put_slice(MAGIC);
+        (self.body.freeze(), footer)
+    }
+}
+
+/// What the trailer says: how many bytes before it the footer starts.
+pub fn footer_length(trailer: &[u8]) -> Result<usize, ObjectError> {
+    if trailer.len() < TRAILER_BYTES {
+        return Err(ObjectError::NotASegment("shorter than a trailer"));
+    }
+    let trailer = &trailer[trailer.len() - TRAILER_BYTES..];
+    if &trailer[12..] != MAGIC {
+        return Err(ObjectError::NotASegment("bad trailing magic"));
+    }
+    let version = u32::from_be_bytes(trailer[8..12].try_into().expect("4 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(ObjectError::Version(version));
+    }
+    let length = u32::from_be_bytes(trailer[..4].try_into().expect("4 bytes")) as usize;
+    if length > limits::SEGMENT_FOOTER_BYTES_MAX {
+        return Err(ObjectError::CorruptFooter(format!(
+            "footer of {length} bytes"
+        )));
+    }
+    Ok(length)
+}
+
+/// Reads the footer from the object's last bytes (`tail` must end where the object ends and
+/// hold at least the footer and trailer; `footer_length` says how much that is).
+pub fn parse_footer(tail: &[u8], object_bytes: u64) -> Result<Footer, ObjectError> {
+    let length = footer_length(tail)?;
+    if tail.len() < length + TRAILER_BYTES {
+        return Err(ObjectError::CorruptFooter(
+            "tail shorter than the footer".into(),
+        ));
+    }
+    let trailer = &tail[tail.len() - TRAILER_BYTES..];
+    let encoded = &tail[tail.len() - TRAILER_BYTES - length..tail.len() - TRAILER_BYTES];
+    let crc = u32::from_be_bytes(trailer[4..8].try_into().expect("4 bytes"));
+    if crc32c::crc32c(encoded) != crc {
+        return Err(ObjectError::CorruptFooter("checksum mismatch".into()));
+    }
+    let (footer, _): (Footer, usize) =
+        bincode::serde::decode_from_slice(encoded, bincode::config::standard())
+            .map_err(|e| ObjectError::CorruptFooter(e.to_string()))?;
+    let data_end = object_bytes.saturating_sub((length + TRAILER_BYTES) as u64);
+    let in_bounds = footer
+        .partitions
+        .iter()
+        .flat_map(|p| &p.blocks)
+        .all(|b| b.start >= HEADER_BYTES as u64 && b.start < b.end && b.end <= data_end);
+    if !in_bounds {
+        return Err(ObjectError::CorruptFooter(
+            "a block lies outside the data".into(),
+        ));
+    }
+    Ok(footer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::record_batch::set_base_offset;
+
+    fn batch(base_offset: i64, records: i32, bytes_per_record: usize) -> (BatchHeader, Bytes) {
+        use kafka_protocol::records::*;
+        let records: Vec<Record> = (0..records)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i64::from(i),
+                sequence: i,
+                timestamp: 10 * base_offset + i64::from(i),
+                key: None,
+                value: Some(Bytes::from(vec![7u8; bytes_per_record])),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        let mut bytes = buf.to_vec();
+        set_base_offset(&mut bytes, base_offset);
+        (BatchHeader::parse(&bytes).unwrap(), Bytes::from(bytes))
+    }
+
+    #[test]
+    fn every_batch_is_found_through_the_footer_read_from_the_tail() {
+        let topic = Uuid::new_v4();
+        let mut builder = ObjectBuilder::default();
+        let mut expected = Vec::new();
+        for partition in [2, 0] {
+            builder.start_partition(topic, partition);
+            for n in 0..40 {
+                let (header, bytes) = batch(n * 10, 10, 5000);
+                builder.add_batch(&header, &bytes).unwrap();
+                expected.push((partition, n * 10, bytes));
+            }
+        }
+        let (object, built) = builder.finish();
+        let tail = &object[object.len() - limits::SEGMENT_TAIL_READ_BYTES.min(object.len())..];
+        let footer = parse_footer(tail, object.len() as u64).unwrap();
+        assert_eq!(footer, built);
+        let p2 = footer.partition(&topic, 2).unwrap();
+        assert!(p2.blocks.len() > 1, "blocks close at the target size");
+        assert_eq!((p2.base_offset, p2.last_offset), (0, 399));
+        for (partition, offset, bytes) in expected {
+            let blocks = footer.partition(&topic, partition).unwrap();
+            let block = blocks.block_for(offset + 3).unwrap();
+            let data = &object[block.start as usize..block.end as usize];
+            let found = crate::protocol::record_batch::split_batches(&Bytes::copy_from_slice(data))
+                .unwrap();
+            assert!(
+                found
+                    .iter()
+                    .any(|(h, b)| h.base_offset == offset && *b == bytes),
+                "offset {offset}"
+            );
+        }
+        assert!(footer
+            .partition(&topic, 2)
+            .unwrap()
+            .block_for(400)
+            .is_none());
+    }
+
+    #[test]
+    fn damaged_objects_are_refused() {
+        let mut builder = ObjectBuilder::default();
+        builder.start_partition(Uuid::nil(), 0);
+        let (header, bytes) = batch(0, 1, 10);
+        builder.add_batch(&header, &bytes).unwrap();
+        let (object, _) = builder.finish();
+        let size = object.len() as u64;
+        for at in 0..object.len() - 16 {
+            let mut copy = object.to_vec();
+            copy[object.len() - 1 - at] ^= 0x10;
+            if object.len() - 1 - at < HEADER_BYTES + bytes.len() {
+                continue;
+            }
+            assert!(
+                parse_footer(&copy, size).is_err(),
+                "flip {at} bytes from the end went unnoticed"
+            );
+        }
+        assert!(parse_footer(&object[object.len() - 10..], size).is_err());
+    }
+
+    #[test]
+    fn out_of_order_batches_are_refused() {
+        let mut builder = ObjectBuilder::default();
+        builder.start_partition(Uuid::nil(), 0);
+        let (header, bytes) = batch(5, 1, 10);
+        builder.add_batch(&header, &bytes).unwrap();
+        assert!(builder.add_batch(&header, &bytes).is_err());
+    }
+}
