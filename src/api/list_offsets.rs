@@ -22,7 +22,7 @@ const LATEST_TIERED: i64 = -5;
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    _version: i16,
+    version: i16,
     request: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
     let mut topics = Vec::with_capacity(request.topics.len());
@@ -42,7 +42,7 @@ pub async fn handle(
                 Ok((offset, timestamp)) => response
                     .with_offset(offset)
                     .with_timestamp(timestamp)
-                    .with_leader_epoch(0),
+                    .with_leader_epoch(if version >= 4 { 0 } else { -1 }),
                 Err(error) => response.with_error_code(error.code()),
             };
             partitions.push(response);
