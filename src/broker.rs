@@ -16,10 +16,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin;
 use crate::config::{parse_host_port, Config};
+use crate::indexer;
 use crate::limits;
+use crate::metadata::catalog::Catalog;
 use crate::metadata::Metadata;
 use crate::object_storage;
 use crate::partition::Topics;
+use crate::reader::Reader;
 use crate::server;
 use crate::wal::{Wal, WalOptions};
 
@@ -31,7 +34,15 @@ pub struct Broker {
     pub cluster_id: String,
     pub metadata: Arc<Metadata>,
     pub topics: Topics,
-    pub wal: Wal,
+    pub wal: Arc<Wal>,
+    /// Reads batches from either tier.
+    pub reader: Reader,
+    /// Objects uploaded and recorded, by WAL segment.
+    pub catalog: Catalog,
+    /// Unique to this data directory; part of every object key.
+    pub incarnation: String,
+    /// One indexer run at a time (background or asked for over HTTP).
+    pub indexer_lock: tokio::sync::Mutex<()>,
     /// Where sealed WAL segments go (tiered storage).
     pub object_store: Arc<dyn ObjectStore>,
     /// Notified after every group commit that published data (wakes long-polling fetches).
@@ -57,7 +68,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let object_store =
         object_storage::open(&object_store_url, config.s3_endpoint.as_deref()).await?;
     tracing::info!(url = %object_store_url, "object store reachable");
-    let wal = Wal::open(wal_options, &topics, data_arrived.clone())?;
+    let catalog = Catalog::open(&config.data_dir.join("meta").join("catalog"))?;
+    for entry in catalog.load()? {
+        // Before WAL replay: the high watermark must cover what was already uploaded.
+        indexer::attach(&topics, &entry, true);
+    }
+    let wal = Arc::new(Wal::open(wal_options, &topics, data_arrived.clone())?);
+    let reader = Reader::new(wal.clone(), object_store.clone(), config.cache_memory_bytes);
 
     let kafka = TcpListener::bind(config.kafka_listen)
         .await
@@ -72,6 +89,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let broker = Arc::new(Broker {
         cluster_id: metadata.cluster_id(),
+        incarnation: metadata.incarnation(),
+        reader,
+        catalog,
+        indexer_lock: tokio::sync::Mutex::new(()),
         config,
         advertised,
         metadata,
@@ -86,7 +107,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     let admin_app = admin::router(admin::AdminState {
         ready: ready.clone(),
+        broker: Some(broker.clone()),
     });
+    tracker.spawn(indexer::run(broker.clone()));
     let admin_shutdown = shutdown.clone();
     let admin_task = tokio::spawn(async move {
         axum::serve(admin, admin_app)

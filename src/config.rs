@@ -92,6 +92,10 @@ pub struct Config {
     #[arg(long, env = "STRATA_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
 
+    /// Memory for cached blocks of objects (cold reads).
+    #[arg(long, env = "STRATA_CACHE_MEMORY_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub cache_memory_bytes: u64,
+
     /// Create a topic when a client asks for metadata of a topic that does not exist.
     #[arg(long, env = "STRATA_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_create_topics: bool,

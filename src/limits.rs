@@ -63,3 +63,16 @@ pub const SEGMENT_TAIL_READ_BYTES: usize = 64 * 1024;
 
 /// Largest footer a reader accepts.
 pub const SEGMENT_FOOTER_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Objects above this size are uploaded in parts (multipart upload).
+pub const MULTIPART_THRESHOLD_BYTES: usize = 16 * 1024 * 1024;
+
+/// Part size of a multipart upload (S3's minimum is 5 MiB).
+pub const MULTIPART_PART_BYTES: usize = 8 * 1024 * 1024;
+
+/// First and largest wait between retries of a failed indexer step.
+pub const INDEXER_BACKOFF_MIN_MS: u64 = 200;
+pub const INDEXER_BACKOFF_MAX_MS: u64 = 30_000;
+
+/// How often the indexer looks for sealed segments even if nothing woke it.
+pub const INDEXER_POLL_MS: u64 = 5_000;

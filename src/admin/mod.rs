@@ -1,26 +1,35 @@
-//! The admin HTTP API (axum). For now the health endpoints that tests and orchestrators need:
-//! `GET /health/live` (the process answers) and `GET /health/ready` (the Kafka listener accepts
-//! connections). Errors are a status code with `{"error": "..."}`.
+//! The admin HTTP API (axum): `GET /health/live` (the process answers), `GET /health/ready` (the
+//! Kafka listener accepts connections), `POST /v1/indexer/run` (seal the active WAL segment and
+//! upload everything sealed, now) and `GET /v1/topics/{topic}/partitions` (each partition's tier
+//! boundaries). Errors are a status code with `{"error": "..."}`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use axum::extract::Path as UrlPath;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+
+use crate::broker::Broker;
+use crate::indexer;
 
 #[derive(Clone)]
 pub struct AdminState {
     pub ready: Arc<AtomicBool>,
+    /// `None` only in tests of the health routes.
+    pub broker: Option<Arc<Broker>>,
 }
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .route("/v1/indexer/run", post(run_indexer))
+        .route("/v1/topics/{topic}/partitions", get(partitions))
         .fallback(not_found)
         .with_state(state)
 }
@@ -38,6 +47,55 @@ async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
             Json(json!({"error": "not ready"})),
         )
     }
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({"error": message.to_string()}))).into_response()
+}
+
+fn not_running() -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, "the broker is not running")
+}
+
+/// Seals the active WAL segment, then uploads every sealed segment and answers with what it
+/// uploaded.
+async fn run_indexer(State(state): State<AdminState>) -> Response {
+    let Some(broker) = state.broker else {
+        return not_running();
+    };
+    match indexer::seal_and_run(&broker).await {
+        Ok(uploaded) => Json(json!({ "uploaded": uploaded })).into_response(),
+        Err(e) => error(StatusCode::BAD_GATEWAY, e),
+    }
+}
+
+async fn partitions(State(state): State<AdminState>, UrlPath(topic): UrlPath<String>) -> Response {
+    let Some(broker) = state.broker else {
+        return not_running();
+    };
+    let Some(topic) = broker.topics.get(&topic) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("topic `{topic}` does not exist"),
+        );
+    };
+    let partitions: Vec<_> = topic
+        .partitions
+        .iter()
+        .map(|p| {
+            let state = p.lock();
+            json!({
+                "partition": p.index,
+                "log_start_offset": state.log_start_offset,
+                "high_watermark": state.high_watermark,
+                "wal_start_offset": state.wal_start_offset(),
+                "remote_end_offset": state.remote_end_offset(),
+                "segment_count": state.remote.len(),
+                "segment_bytes": state.remote.iter().map(|s| s.blocks.bytes()).sum::<u64>(),
+            })
+        })
+        .collect();
+    Json(json!({ "topic": topic.name.as_ref(), "partitions": partitions })).into_response()
 }
 
 async fn not_found() -> impl IntoResponse {
@@ -58,6 +116,7 @@ mod tests {
     async fn ready_follows_the_flag_and_unknown_routes_are_json_404() {
         let state = AdminState {
             ready: Arc::new(AtomicBool::new(false)),
+            broker: None,
         };
         let app = router(state.clone());
         let get = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();

@@ -14,7 +14,8 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
 
 use crate::broker::Broker;
 use crate::limits;
-use crate::partition::{BatchLocation, Partition};
+use crate::partition::{BatchLocation, Partition, ReadPlan};
+use crate::reader::batches_from;
 
 pub async fn handle(broker: Arc<Broker>, version: i16, request: FetchRequest) -> ResponseKind {
     let wait =
@@ -48,7 +49,7 @@ async fn read_once(
     request: &FetchRequest,
     max_bytes: usize,
 ) -> (FetchResponse, usize, bool) {
-    let mut plan: Vec<(usize, usize, Vec<BatchLocation>)> = Vec::new();
+    let mut hot: Vec<(usize, usize, Vec<BatchLocation>)> = Vec::new();
     let mut responses = Vec::with_capacity(request.topics.len());
     let mut budget = max_bytes;
     let mut errors = false;
@@ -67,18 +68,40 @@ async fn read_once(
                 errors = true;
                 continue;
             };
-            let (data, locations) = locate(
-                partition,
-                fetch_partition.fetch_offset,
-                fetch_partition.partition_max_bytes,
-                budget,
-                max_bytes,
-            );
-            errors |= data.error_code != 0;
-            let size: usize = locations.iter().map(|l| l.bytes as usize).sum();
-            budget = budget.saturating_sub(size);
-            if !locations.is_empty() {
-                plan.push((ti, pi, locations));
+            let offset = fetch_partition.fetch_offset;
+            let limit = (fetch_partition.partition_max_bytes.max(0) as usize).min(budget);
+            let first_in_response = budget == max_bytes;
+            let mut data = offsets(partition);
+            if offset < data.log_start_offset || offset > data.high_watermark {
+                partitions.push(data.with_error_code(ResponseError::OffsetOutOfRange.code()));
+                errors = true;
+                continue;
+            }
+            match partition.plan_read(offset, limit, first_in_response) {
+                ReadPlan::Hot(locations) => {
+                    budget =
+                        budget.saturating_sub(locations.iter().map(|l| l.bytes as usize).sum());
+                    if !locations.is_empty() {
+                        hot.push((ti, pi, locations));
+                    }
+                }
+                ReadPlan::Cold { segment, block } => {
+                    let read = broker.reader.read_block(&segment, &block).await;
+                    match read
+                        .map_err(|e| e.to_string())
+                        .and_then(|b| batches_from(&b, offset, limit, first_in_response))
+                    {
+                        Ok(records) => {
+                            budget = budget.saturating_sub(records.len());
+                            data.records = Some(records);
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, topic = %partition.topic_name, partition = index, "cold read failed");
+                            data.error_code = ResponseError::KafkaStorageError.code();
+                            errors = true;
+                        }
+                    }
+                }
             }
             partitions.push(data);
         }
@@ -89,30 +112,55 @@ async fn read_once(
                 .with_partitions(partitions),
         );
     }
-    let mut total = 0;
-    if !plan.is_empty() {
-        match read_batches(broker, &plan).await {
-            Ok(read) => {
-                for ((ti, pi, _), bytes) in plan.iter().zip(read) {
-                    total += bytes.len();
-                    responses[*ti].partitions[*pi].records = Some(bytes);
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "fetch could not read the WAL");
-                for (ti, pi, _) in &plan {
-                    responses[*ti].partitions[*pi].error_code =
-                        ResponseError::KafkaStorageError.code();
-                }
-                errors = true;
-            }
-        }
-    }
+    errors |= read_hot(broker, &hot, &mut responses).await;
+    let total = responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+        .sum();
     (
         FetchResponse::default().with_responses(responses),
         total,
         errors,
     )
+}
+
+/// Reads every planned WAL batch in one blocking task and puts them in the response.
+/// Returns true if the WAL could not be read.
+async fn read_hot(
+    broker: &Arc<Broker>,
+    hot: &[(usize, usize, Vec<BatchLocation>)],
+    responses: &mut [FetchableTopicResponse],
+) -> bool {
+    if hot.is_empty() {
+        return false;
+    }
+    let wal = broker.wal.clone();
+    let locations: Vec<Vec<BatchLocation>> = hot.iter().map(|(_, _, l)| l.clone()).collect();
+    let read = tokio::task::spawn_blocking(move || {
+        locations
+            .iter()
+            .map(|l| wal.read(l))
+            .collect::<std::io::Result<Vec<_>>>()
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|r| r);
+    match read {
+        Ok(read) => {
+            for ((ti, pi, _), bytes) in hot.iter().zip(read) {
+                responses[*ti].partitions[*pi].records = Some(bytes);
+            }
+            false
+        }
+        Err(error) => {
+            tracing::warn!(%error, "fetch could not read the WAL");
+            for (ti, pi, _) in hot {
+                responses[*ti].partitions[*pi].error_code = ResponseError::KafkaStorageError.code();
+            }
+            true
+        }
+    }
 }
 
 fn resolve(
@@ -127,29 +175,13 @@ fn resolve(
     }
 }
 
-/// The partition's offsets and the batches to send, within the partition's and the response's
-/// byte limits. Only the first partition with data may exceed them (KIP-74).
-fn locate(
-    partition: &Partition,
-    offset: i64,
-    partition_max_bytes: i32,
-    budget: usize,
-    max_bytes: usize,
-) -> (PartitionData, Vec<BatchLocation>) {
+/// A partition's answer with its offsets filled in and no records yet.
+fn offsets(partition: &Partition) -> PartitionData {
     let (log_start_offset, high_watermark) = partition.offsets();
-    let data = empty(partition.index)
+    empty(partition.index)
         .with_high_watermark(high_watermark)
         .with_last_stable_offset(high_watermark)
-        .with_log_start_offset(log_start_offset);
-    if offset < log_start_offset || offset > high_watermark {
-        return (
-            data.with_error_code(ResponseError::OffsetOutOfRange.code()),
-            Vec::new(),
-        );
-    }
-    let limit = (partition_max_bytes.max(0) as usize).min(budget);
-    let first_in_response = budget == max_bytes;
-    (data, partition.locate(offset, limit, first_in_response))
+        .with_log_start_offset(log_start_offset)
 }
 
 fn empty(index: i32) -> PartitionData {
@@ -158,16 +190,4 @@ fn empty(index: i32) -> PartitionData {
         .with_partition_index(index)
         .with_records(Some(Bytes::new()))
         .with_aborted_transactions(Some(Vec::new()))
-}
-
-/// Reads every planned partition's batches in one blocking task.
-async fn read_batches(
-    broker: &Arc<Broker>,
-    plan: &[(usize, usize, Vec<BatchLocation>)],
-) -> std::io::Result<Vec<Bytes>> {
-    let broker = broker.clone();
-    let locations: Vec<Vec<BatchLocation>> = plan.iter().map(|(_, _, l)| l.clone()).collect();
-    tokio::task::spawn_blocking(move || locations.iter().map(|l| broker.wal.read(l)).collect())
-        .await
-        .map_err(std::io::Error::other)?
 }

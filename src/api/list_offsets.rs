@@ -9,10 +9,11 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use kafka_protocol::records::RecordBatchDecoder;
 
 use crate::broker::Broker;
-use crate::partition::{BatchLocation, Partition};
+use crate::partition::{Partition, ReadPlan};
+use crate::protocol::record_batch::split_batches;
+use crate::segment::canonical::CanonicalBatch;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -65,48 +66,57 @@ async fn find(
     let (log_start_offset, high_watermark) = partition.offsets();
     match timestamp {
         LATEST => Ok((high_watermark, -1)),
-        EARLIEST | EARLIEST_LOCAL => Ok((log_start_offset, -1)),
-        LATEST_TIERED => Ok((-1, -1)),
-        MAX_TIMESTAMP => {
-            let found = partition.lock().max_timestamp;
-            match found {
-                Some((max, batch)) => first_record_at_or_after(broker, batch, max).await,
-                None => Ok((-1, -1)),
-            }
+        EARLIEST => Ok((log_start_offset, -1)),
+        EARLIEST_LOCAL => Ok((partition.lock().wal_start_offset(), -1)),
+        LATEST_TIERED => {
+            let state = partition.lock();
+            let tiered = if state.remote.is_empty() {
+                -1
+            } else {
+                state.remote_end_offset() - 1
+            };
+            Ok((tiered, -1))
         }
+        MAX_TIMESTAMP => match partition.locate_max_timestamp() {
+            Some((max, plan)) => first_record_at_or_after(broker, plan, max).await,
+            None => Ok((-1, -1)),
+        },
         t if t >= 0 => match partition.locate_timestamp(t) {
-            Some(batch) => first_record_at_or_after(broker, batch, t).await,
+            Some(plan) => first_record_at_or_after(broker, plan, t).await,
             None => Ok((-1, -1)),
         },
         _ => Err(ResponseError::InvalidRequest),
     }
 }
 
-/// Decodes one batch (decompressing it if needed) off the executor and finds the first record
-/// whose timestamp is >= `timestamp`.
+/// Reads the batches a plan names (one WAL batch, or a block from the bucket), decodes them
+/// off the executor (decompressing within a bound), and finds the first record whose
+/// timestamp is >= `timestamp`.
 async fn first_record_at_or_after(
     broker: &Arc<Broker>,
-    batch: BatchLocation,
+    plan: ReadPlan,
     timestamp: i64,
 ) -> Result<(i64, i64), ResponseError> {
-    let broker = broker.clone();
-    let found = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<(i64, i64)>> {
-        let mut bytes = broker.wal.read(&[batch])?;
-        let set = RecordBatchDecoder::decode(&mut bytes)?;
-        Ok(set
-            .records
-            .iter()
-            .find(|r| r.timestamp >= timestamp)
-            .map(|r| (r.offset, r.timestamp)))
-    })
-    .await;
-    match found {
-        Ok(Ok(Some(found))) => Ok(found),
-        Ok(Ok(None)) => Ok((-1, -1)),
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "ListOffsets could not read a batch");
-            Err(ResponseError::KafkaStorageError)
+    let bytes = broker.reader.read(&plan).await.map_err(|error| {
+        tracing::warn!(%error, "ListOffsets could not read batches");
+        ResponseError::KafkaStorageError
+    })?;
+    let found = tokio::task::spawn_blocking(move || -> Result<Option<(i64, i64)>, String> {
+        for (_, batch) in split_batches(&bytes).map_err(|e| e.to_string())? {
+            let batch = CanonicalBatch::from_batch(&batch).map_err(|e| e.to_string())?;
+            if let Some(record) = batch.records.iter().find(|r| r.timestamp >= timestamp) {
+                return Ok(Some((record.offset, record.timestamp)));
+            }
         }
-        Err(_) => Err(ResponseError::UnknownServerError),
+        Ok(None)
+    })
+    .await
+    .map_err(|_| ResponseError::UnknownServerError)?;
+    match found {
+        Ok(found) => Ok(found.unwrap_or((-1, -1))),
+        Err(error) => {
+            tracing::warn!(%error, "ListOffsets could not decode a batch");
+            Err(ResponseError::CorruptMessage)
+        }
     }
 }

@@ -2,6 +2,9 @@
 //! and configs, and the producer-id reservation. One JSON document, replaced atomically (write a
 //! temporary file, fsync, rename, fsync the directory), so a crash leaves the old or the new
 //! document, never a mix. Changes are rare (topic admin, one write per block of producer ids).
+//! The catalog of uploaded objects lives beside it (`catalog`).
+
+pub mod catalog;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -29,6 +32,8 @@ pub enum MetadataError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error("catalog entry {path} is corrupt: {reason}")]
+    CorruptCatalog { path: PathBuf, reason: String },
     #[error("metadata file {path} has format version {found}; this broker reads version {FORMAT_VERSION}")]
     Version { path: PathBuf, found: u32 },
 }
@@ -49,6 +54,10 @@ pub struct MetadataDoc {
     /// Producer ids below this may have been handed out; the next start begins here.
     pub producer_id_reserved_until: i64,
     pub topics: Vec<TopicRecord>,
+    /// Unique to this data directory: object keys carry it, so a broker rebuilt from the bucket
+    /// on a new disk never overwrites the objects of the one before.
+    #[serde(default = "new_incarnation")]
+    pub incarnation: String,
 }
 
 struct ProducerIds {
@@ -91,6 +100,7 @@ impl Metadata {
                 cluster_id: new_cluster_id(),
                 producer_id_reserved_until: 0,
                 topics: Vec::new(),
+                incarnation: new_incarnation(),
             },
             Err(source) => return Err(MetadataError::Io { path, source }),
         };
@@ -109,6 +119,10 @@ impl Metadata {
 
     pub fn cluster_id(&self) -> String {
         self.lock_doc().cluster_id.clone()
+    }
+
+    pub fn incarnation(&self) -> String {
+        self.lock_doc().incarnation.clone()
     }
 
     pub fn topics(&self) -> Vec<TopicRecord> {
@@ -163,6 +177,10 @@ impl Metadata {
 /// Makes a directory's entries (a created, renamed or removed file) durable.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+fn new_incarnation() -> String {
+    Uuid::new_v4().simple().to_string()
 }
 
 fn new_cluster_id() -> String {

@@ -11,13 +11,14 @@ mod credentials;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::ObjectStore;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectStorageError {
@@ -118,7 +119,13 @@ async fn s3(
     let mut builder = AmazonS3Builder::new()
         .with_bucket_name(bucket)
         .with_region(region)
-        .with_credentials(Arc::new(credentials::SdkCredentials::new(provider)));
+        .with_credentials(Arc::new(credentials::SdkCredentials::new(provider)))
+        .with_retry(retry_config())
+        .with_client_options(
+            ClientOptions::new()
+                .with_connect_timeout(Duration::from_secs(5))
+                .with_timeout(Duration::from_secs(60)),
+        );
     let endpoint = endpoint
         .map(str::to_string)
         .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
@@ -140,6 +147,21 @@ async fn s3(
         return Ok(Arc::new(s3));
     }
     Ok(Arc::new(PrefixStore::new(s3, Path::from(prefix))))
+}
+
+/// A few quick retries per request: the indexer retries whole steps with its own backoff, and a
+/// cold read that fails is retried by the consumer, so long in-request retry loops only delay
+/// the error.
+fn retry_config() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(20),
+    }
 }
 
 /// One LIST under the root: fails fast on a missing bucket, refused credentials or a wrong

@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use uuid::Uuid;
 
+use crate::segment::object::{Block, PartitionBlocks};
+
 use producer::Producers;
 
 pub use topics::{Topic, TopicError, Topics};
@@ -31,6 +33,37 @@ pub struct BatchLocation {
     pub bytes: u32,
 }
 
+/// This partition's part of one object in the bucket.
+#[derive(Debug)]
+pub struct RemoteSegment {
+    pub key: object_store::path::Path,
+    pub object_bytes: u64,
+    pub wal_segment_id: u64,
+    pub blocks: PartitionBlocks,
+}
+
+impl RemoteSegment {
+    pub fn base_offset(&self) -> i64 {
+        self.blocks.base_offset
+    }
+
+    pub fn last_offset(&self) -> i64 {
+        self.blocks.last_offset
+    }
+}
+
+/// Where a fetch from some offset must read.
+#[derive(Debug)]
+pub enum ReadPlan {
+    /// Batches still in the WAL.
+    Hot(Vec<BatchLocation>),
+    /// A block of an object in the bucket.
+    Cold {
+        segment: Arc<RemoteSegment>,
+        block: Block,
+    },
+}
+
 #[derive(Debug, Default)]
 pub struct PartitionState {
     pub log_start_offset: i64,
@@ -41,6 +74,8 @@ pub struct PartitionState {
     pub next_offset: i64,
     /// Batches in the WAL, in offset order.
     pub batches: VecDeque<BatchLocation>,
+    /// Objects in the bucket holding older batches, in offset order.
+    pub remote: VecDeque<Arc<RemoteSegment>>,
     /// The largest batch `max_timestamp` and the batch that holds it.
     pub max_timestamp: Option<(i64, BatchLocation)>,
     pub producers: Producers,
@@ -104,19 +139,140 @@ impl Partition {
         found
     }
 
-    /// The batch holding the first record with `max_timestamp >= timestamp`, in offset order.
-    pub fn locate_timestamp(&self, timestamp: i64) -> Option<BatchLocation> {
+    /// Where to read from `offset`: the bucket for offsets below the WAL's start, the WAL
+    /// otherwise.
+    pub fn plan_read(&self, offset: i64, bytes_max: usize, first_always: bool) -> ReadPlan {
+        let cold = {
+            let state = self.lock();
+            if offset < state.wal_start_offset() {
+                state.locate_remote(offset)
+            } else {
+                None
+            }
+        };
+        match cold {
+            Some((segment, block)) => ReadPlan::Cold { segment, block },
+            None => ReadPlan::Hot(self.locate(offset, bytes_max, first_always)),
+        }
+    }
+
+    /// The first place (in offset order) where a record with `max_timestamp >= timestamp` can
+    /// be: a block in the bucket or a batch in the WAL.
+    pub fn locate_timestamp(&self, timestamp: i64) -> Option<ReadPlan> {
         let state = self.lock();
+        for segment in &state.remote {
+            if segment.blocks.max_timestamp < timestamp {
+                continue;
+            }
+            if let Some(block) = segment
+                .blocks
+                .blocks
+                .iter()
+                .find(|b| b.max_timestamp >= timestamp)
+            {
+                return Some(ReadPlan::Cold {
+                    segment: segment.clone(),
+                    block: block.clone(),
+                });
+            }
+        }
         let found = state
             .batches
             .iter()
             .find(|b| b.max_timestamp >= timestamp)
             .copied();
-        found
+        found.map(|b| ReadPlan::Hot(vec![b]))
+    }
+
+    /// Where the record with the largest timestamp is, and that timestamp.
+    pub fn locate_max_timestamp(&self) -> Option<(i64, ReadPlan)> {
+        let state = self.lock();
+        let hot = state
+            .max_timestamp
+            .map(|(ts, b)| (ts, ReadPlan::Hot(vec![b])));
+        let cold = state
+            .remote
+            .iter()
+            .flat_map(|s| s.blocks.blocks.iter().map(move |b| (s, b)))
+            .max_by_key(|(_, b)| b.max_timestamp)
+            .map(|(s, b)| {
+                (
+                    b.max_timestamp,
+                    ReadPlan::Cold {
+                        segment: s.clone(),
+                        block: b.clone(),
+                    },
+                )
+            });
+        match (hot, cold) {
+            (Some(hot), Some(cold)) if cold.0 > hot.0 => Some(cold),
+            (Some(hot), _) => Some(hot),
+            (None, cold) => cold,
+        }
     }
 }
 
 impl PartitionState {
+    /// The first offset still in the WAL (the high watermark when the WAL holds nothing).
+    pub fn wal_start_offset(&self) -> i64 {
+        self.batches
+            .front()
+            .map_or(self.high_watermark, |b| b.base_offset)
+    }
+
+    /// Offsets below this are in the bucket.
+    pub fn remote_end_offset(&self) -> i64 {
+        self.remote
+            .back()
+            .map_or(self.log_start_offset, |s| s.last_offset() + 1)
+    }
+
+    /// Records an object in the bucket that holds this partition's batches. At start-up this
+    /// comes before WAL replay, in log order, with `restoring` set: the high watermark then
+    /// covers what was uploaded and producer state is rebuilt from it.
+    pub fn attach_remote(&mut self, segment: Arc<RemoteSegment>, restoring: bool) {
+        if self.remote.iter().any(|s| s.key == segment.key) {
+            return;
+        }
+        if restoring {
+            self.producers.merge_later(&segment.blocks.producers);
+        }
+        let at = self
+            .remote
+            .partition_point(|s| s.base_offset() < segment.base_offset());
+        let end = segment.last_offset() + 1;
+        if self.remote.is_empty() && self.batches.is_empty() && self.high_watermark == 0 {
+            self.log_start_offset = segment.base_offset();
+        }
+        self.remote.insert(at, segment);
+        if end > self.high_watermark {
+            self.high_watermark = end;
+            self.next_offset = self.next_offset.max(end);
+        }
+    }
+
+    /// Forgets the WAL batches of a segment that has been uploaded and recorded.
+    pub fn trim_wal_segment(&mut self, segment_id: u64) {
+        self.batches.retain(|b| b.segment_id != segment_id);
+        if let Some((_, batch)) = self.max_timestamp {
+            if batch.segment_id == segment_id {
+                self.max_timestamp = self
+                    .batches
+                    .iter()
+                    .max_by_key(|b| b.max_timestamp)
+                    .map(|b| (b.max_timestamp, *b));
+            }
+        }
+    }
+
+    /// The remote block holding `offset` (or the first one after it).
+    fn locate_remote(&self, offset: i64) -> Option<(Arc<RemoteSegment>, Block)> {
+        let at = self.remote.partition_point(|s| s.last_offset() < offset);
+        let segment = self.remote.get(at)?;
+        let block = segment.blocks.block_for(offset)?.clone();
+        Some((segment.clone(), block))
+    }
+
     /// Makes a durable batch visible: indexes it and moves the high watermark past it.
     pub fn publish(&mut self, batch: BatchLocation) {
         if batch.last_offset < self.high_watermark {

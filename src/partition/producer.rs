@@ -4,6 +4,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use serde::{Deserialize, Serialize};
+
 use crate::limits;
 use crate::protocol::record_batch::{wrapping_sequence, BatchHeader};
 
@@ -32,21 +34,27 @@ pub enum SequenceError {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct WrittenBatch {
     first_sequence: i32,
     last_sequence: i32,
     base_offset: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<WrittenBatch>,
 }
 
+/// A written batch with its producer's epoch.
+struct BatchHeaderLite {
+    epoch: i16,
+    batch: WrittenBatch,
+}
+
 /// Producer id -> its state in one partition.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Producers {
     entries: HashMap<i64, ProducerEntry>,
 }
@@ -100,25 +108,54 @@ impl Producers {
 
     /// Records a batch that was appended at `base_offset`.
     pub fn record(&mut self, header: &BatchHeader, base_offset: i64) {
+        let batch = WrittenBatch {
+            first_sequence: header.base_sequence,
+            last_sequence: header.last_sequence(),
+            base_offset,
+        };
+        self.record_written(
+            header.producer_id,
+            BatchHeaderLite {
+                epoch: header.producer_epoch,
+                batch,
+            },
+        );
+    }
+
+    /// Folds in the state of a later stretch of the log (an uploaded object's batches), as if
+    /// its batches were recorded now. Used at start-up, in log order, before WAL replay.
+    pub fn merge_later(&mut self, later: &Producers) {
+        for (producer_id, entry) in &later.entries {
+            for batch in &entry.batches {
+                let header = BatchHeaderLite {
+                    epoch: entry.epoch,
+                    batch: *batch,
+                };
+                self.record_written(*producer_id, header);
+            }
+        }
+    }
+
+    fn record_written(&mut self, producer_id: i64, written: BatchHeaderLite) {
         let entry = self
             .entries
-            .entry(header.producer_id)
+            .entry(producer_id)
             .or_insert_with(|| ProducerEntry {
-                epoch: header.producer_epoch,
+                epoch: written.epoch,
                 batches: VecDeque::new(),
             });
-        if header.producer_epoch != entry.epoch {
-            entry.epoch = header.producer_epoch;
+        if written.epoch != entry.epoch {
+            entry.epoch = written.epoch;
             entry.batches.clear();
         }
         if entry.batches.len() == limits::PRODUCER_BATCHES_REMEMBERED {
             entry.batches.pop_front();
         }
-        entry.batches.push_back(WrittenBatch {
-            first_sequence: header.base_sequence,
-            last_sequence: header.last_sequence(),
-            base_offset,
-        });
+        entry.batches.push_back(written.batch);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// The state of one producer, to put back if the write that recorded it fails.
@@ -211,6 +248,32 @@ mod tests {
             producers.check(&header(1, 0, 2, 1)),
             Ok(SequenceCheck::Duplicate { base_offset: 2 })
         );
+    }
+
+    #[test]
+    fn merging_stretches_in_order_equals_recording_everything() {
+        let headers: Vec<BatchHeader> = (0..9)
+            .map(|i| {
+                header(
+                    3,
+                    if i < 6 { 0 } else { 1 },
+                    if i < 6 { i } else { i - 6 },
+                    1,
+                )
+            })
+            .collect();
+        let mut all = Producers::default();
+        headers
+            .iter()
+            .enumerate()
+            .for_each(|(i, h)| all.record(h, i as i64));
+        let mut merged = Producers::default();
+        for stretch in [0..4, 4..7, 7..9] {
+            let mut part = Producers::default();
+            stretch.for_each(|i| part.record(&headers[i], i as i64));
+            merged.merge_later(&part);
+        }
+        assert_eq!(merged, all);
     }
 
     #[test]

@@ -212,35 +212,23 @@ fn i64_at(bytes: &[u8], at: usize) -> i64 {
 mod tests {
     use super::*;
     use bytes::BytesMut;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::{Compression, Record};
 
     pub fn encoded_batch(count: i32, compression: Compression) -> Bytes {
         let records: Vec<Record> = (0..count)
             .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
                 producer_id: 42,
                 producer_epoch: 1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
                 sequence: 7 + i,
-                timestamp: 1_700_000_000_000 + i as i64,
-                key: Some(Bytes::from(format!("key-{i}"))),
-                value: Some(Bytes::from(vec![b'v'; 100])),
-                headers: Default::default(),
+                ..tests_support::record(
+                    i,
+                    1_700_000_000_000 + i64::from(i),
+                    Some(Bytes::from(format!("key-{i}"))),
+                    Some(Bytes::from(vec![b'v'; 100])),
+                )
             })
             .collect();
-        let mut buf = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression,
-        };
-        RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-        buf.freeze()
+        Bytes::from(tests_support::encode(&records, compression))
     }
 
     #[test]
@@ -329,5 +317,61 @@ mod tests {
         assert_eq!(wrapping_sequence(i32::MAX, 1), 0);
         assert_eq!(wrapping_sequence(i32::MAX - 1, 3), 1);
         assert_eq!(wrapping_sequence(5, 0), 5);
+    }
+}
+
+/// Record batches for tests, built with kafka-protocol's encoder (an independent
+/// implementation of the format).
+#[cfg(test)]
+pub mod tests_support {
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::records::*;
+
+    /// A plain record at offset delta `i`. Sequences count up with `i`: the encoder starts a
+    /// new batch whenever `offset - sequence` changes.
+    pub fn record(i: i32, timestamp: i64, key: Option<Bytes>, value: Option<Bytes>) -> Record {
+        Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i64::from(i),
+            sequence: i,
+            timestamp,
+            key,
+            value,
+            headers: Default::default(),
+        }
+    }
+
+    /// One batch holding `records`.
+    pub fn encode(records: &[Record], compression: Compression) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression,
+        };
+        RecordBatchEncoder::encode(&mut buf, records, &options).expect("encodes");
+        let header = super::BatchHeader::parse(&buf).expect("a valid batch");
+        assert_eq!(header.total_bytes(), buf.len(), "one batch");
+        buf.to_vec()
+    }
+
+    /// A valid uncompressed batch of `count` small records at base offset 0.
+    pub fn batch(count: i32) -> Vec<u8> {
+        let records: Vec<Record> = (0..count)
+            .map(|i| {
+                record(
+                    i,
+                    1_000 + i64::from(i),
+                    Some(Bytes::from(format!("k{i}"))),
+                    Some(Bytes::from(vec![b'v'; 20])),
+                )
+            })
+            .collect();
+        encode(&records, Compression::None)
     }
 }

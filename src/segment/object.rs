@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::limits;
+use crate::partition::producer::Producers;
 use crate::protocol::record_batch::BatchHeader;
 
 pub const MAGIC: &[u8; 8] = b"STRATASG";
@@ -67,6 +68,9 @@ pub struct PartitionBlocks {
     pub last_offset: i64,
     pub max_timestamp: i64,
     pub blocks: Vec<Block>,
+    /// Idempotent-producer state of this partition's batches in the object, so a broker that
+    /// restarts after the WAL was trimmed still recognises retried batches.
+    pub producers: Producers,
 }
 
 impl PartitionBlocks {
@@ -127,6 +131,7 @@ impl ObjectBuilder {
             last_offset: -1,
             max_timestamp: -1,
             blocks: Vec::new(),
+            producers: Producers::default(),
         });
     }
 
@@ -148,6 +153,9 @@ impl ObjectBuilder {
         }
         current.last_offset = header.last_offset();
         current.max_timestamp = current.max_timestamp.max(header.max_timestamp);
+        if header.is_idempotent() {
+            current.producers.record(header, header.base_offset);
+        }
         let start = self.body.len() as u64;
         self.body.put_slice(batch);
         let block = self.open.get_or_insert(Block {
@@ -251,38 +259,16 @@ pub fn parse_footer(tail: &[u8], object_bytes: u64) -> Result<Footer, ObjectErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::record_batch::set_base_offset;
+    use crate::protocol::record_batch::{set_base_offset, tests_support};
 
     fn batch(base_offset: i64, records: i32, bytes_per_record: usize) -> (BatchHeader, Bytes) {
-        use kafka_protocol::records::*;
-        let records: Vec<Record> = (0..records)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i64::from(i),
-                sequence: i,
-                timestamp: 10 * base_offset + i64::from(i),
-                key: None,
-                value: Some(Bytes::from(vec![7u8; bytes_per_record])),
-                headers: Default::default(),
+        let records: Vec<_> = (0..records)
+            .map(|i| {
+                let value = Some(Bytes::from(vec![7u8; bytes_per_record]));
+                tests_support::record(i, 10 * base_offset + i64::from(i), None, value)
             })
             .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .unwrap();
-        let mut bytes = buf.to_vec();
+        let mut bytes = tests_support::encode(&records, kafka_protocol::records::Compression::None);
         set_base_offset(&mut bytes, base_offset);
         (BatchHeader::parse(&bytes).unwrap(), Bytes::from(bytes))
     }

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -110,6 +111,10 @@ pub struct WalOptions {
 /// Open segment files, shared by the writer (which appends to the last) and readers.
 pub struct SegmentFiles {
     files: RwLock<BTreeMap<u64, Arc<File>>>,
+    /// The segment the writer appends to; every lower id is sealed.
+    active: AtomicU64,
+    /// Notified when a segment is sealed (wakes the indexer).
+    sealed: Notify,
 }
 
 impl SegmentFiles {
@@ -127,9 +132,16 @@ impl SegmentFiles {
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, file);
     }
+
+    /// Makes `id` the active segment: every one before it is sealed.
+    fn activate(&self, id: u64) {
+        self.active.store(id, Ordering::Release);
+        self.sealed.notify_waiters();
+    }
 }
 
 pub struct Wal {
+    dir: PathBuf,
     sender: mpsc::Sender<Command>,
     files: Arc<SegmentFiles>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -153,6 +165,8 @@ impl Wal {
         let ids = segment::list_segments(&options.dir).map_err(io)?;
         let files = Arc::new(SegmentFiles {
             files: RwLock::new(BTreeMap::new()),
+            active: AtomicU64::new(0),
+            sealed: Notify::new(),
         });
         let mut active = None;
         for (n, &id) in ids.iter().enumerate() {
@@ -173,6 +187,7 @@ impl Wal {
                 (1, file, SEGMENT_HEADER_BYTES)
             }
         };
+        files.activate(active.0);
         let (sender, receiver) = mpsc::channel(limits::WAL_QUEUE_DEPTH);
         let writer = writer::Writer::new(options, files.clone(), active, data_arrived);
         let runtime = tokio::runtime::Handle::current();
@@ -181,6 +196,7 @@ impl Wal {
             .spawn(move || writer.run(receiver, runtime))
             .map_err(io)?;
         Ok(Wal {
+            dir,
             sender,
             files,
             writer: Mutex::new(Some(handle)),
@@ -239,6 +255,66 @@ impl Wal {
         Ok(buffer.freeze())
     }
 
+    /// Sealed segments (every one but the active), oldest first.
+    pub fn sealed_segments(&self) -> Vec<u64> {
+        let active = self.files.active.load(Ordering::Acquire);
+        let files = self.files.files.read().unwrap_or_else(|p| p.into_inner());
+        files.keys().copied().filter(|id| *id < active).collect()
+    }
+
+    /// Waits until the writer seals another segment.
+    pub fn segment_sealed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.files.sealed.notified()
+    }
+
+    /// Reads every entry of a sealed segment in order. Blocking: call from `spawn_blocking`.
+    pub fn scan_sealed<F: FnMut(segment::ReplayedEntry<'_>)>(
+        &self,
+        id: u64,
+        visit: F,
+    ) -> Result<(), WalError> {
+        let path = segment::segment_path(&self.dir, id);
+        match segment::scan(&path, visit)? {
+            ScanEnd::Clean { .. } => Ok(()),
+            ScanEnd::Torn {
+                valid_length,
+                reason,
+                ..
+            } => Err(WalError::Corrupt {
+                path,
+                position: valid_length,
+                reason,
+            }),
+        }
+    }
+
+    /// Deletes a sealed segment whose batches are safely elsewhere. Readers that already hold
+    /// its file keep reading it; new reads no longer find it. Blocking.
+    pub fn remove_segment(&self, id: u64) -> std::io::Result<()> {
+        if id >= self.files.active.load(Ordering::Acquire) {
+            return Err(std::io::Error::other(format!(
+                "WAL segment {id} is not sealed"
+            )));
+        }
+        self.files
+            .files
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        std::fs::remove_file(segment::segment_path(&self.dir, id))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Bytes of WAL on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        let files = self.files.files.read().unwrap_or_else(|p| p.into_inner());
+        files
+            .values()
+            .filter_map(|f| f.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
     /// Stops the writer after everything queued before this call is written and synced.
     pub async fn close(&self) {
         let _ = self.sender.send(Command::Shutdown).await;
@@ -270,7 +346,7 @@ fn replay_segment(dir: &Path, id: u64, is_last: bool, topics: &Topics) -> Result
         };
         let mut state = partition.lock();
         if location.base_offset < state.high_watermark {
-            tracing::warn!(topic = %topic.name, partition = entry.partition, offset = location.base_offset,
+            tracing::debug!(topic = %topic.name, partition = entry.partition, offset = location.base_offset,
                 "WAL replay: skipping a batch below the high watermark");
             return;
         }

@@ -3,46 +3,29 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
+use kafka_protocol::records::Compression;
 use proptest::prelude::*;
 
 use super::*;
 use crate::metadata::Metadata;
 use crate::partition::Topics;
-use crate::protocol::record_batch::BatchHeader;
+use crate::protocol::record_batch::{tests_support, BatchHeader};
 
 fn batch(records: i32, tag: u64) -> (BatchHeader, Bytes) {
-    let records: Vec<Record> = (0..records)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i64::from(i),
-            // Consecutive sequences keep the encoder from splitting the records into batches.
-            sequence: i,
-            timestamp: 1_000 + i64::from(i),
-            key: Some(Bytes::from(format!("{tag}-{i}"))),
-            value: Some(Bytes::from(vec![tag as u8; 50])),
-            headers: Default::default(),
+    let records: Vec<_> = (0..records)
+        .map(|i| {
+            let key = Some(Bytes::from(format!("{tag}-{i}")));
+            tests_support::record(
+                i,
+                1_000 + i64::from(i),
+                key,
+                Some(Bytes::from(vec![tag as u8; 50])),
+            )
         })
         .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-    let bytes = buf.freeze();
-    let header = BatchHeader::parse(&bytes).unwrap();
-    assert_eq!(header.total_bytes(), bytes.len(), "one batch");
-    (header, bytes)
+    let bytes = Bytes::from(tests_support::encode(&records, Compression::None));
+    (BatchHeader::parse(&bytes).unwrap(), bytes)
 }
 
 struct Opened {

@@ -329,6 +329,7 @@ impl Writer {
                     length: segment::SEGMENT_HEADER_BYTES,
                     opened: Instant::now(),
                 };
+                self.files.activate(id);
             }
             Err(error) => {
                 tracing::error!(%error, "cannot start a new WAL segment; appending to the current one");

@@ -1,0 +1,281 @@
+//! The WalIndexer: takes sealed WAL segments, oldest first, and for each one builds a V2 object
+//! from the batches as the produce path formed them, uploads it, records it in the catalog,
+//! attaches it to the partitions (their cold tier), and only then deletes the WAL segment.
+//!
+//! Invariant: a WAL segment is deleted only after its object is fully uploaded and the catalog
+//! entry that points to it is durable. A failed step leaves everything in place and is retried
+//! with backoff; produce keeps writing to the WAL meanwhile.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::broker::Broker;
+use crate::limits;
+use crate::metadata::catalog::CatalogEntry;
+use crate::partition::{RemoteSegment, Topics};
+use crate::protocol::record_batch::BatchHeader;
+use crate::segment::object::{Footer, ObjectBuilder};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexerError {
+    #[error("reading WAL segment {id}: {source}")]
+    Wal {
+        id: u64,
+        source: crate::wal::WalError,
+    },
+    #[error("building the object for WAL segment {id}: {reason}")]
+    Build { id: u64, reason: String },
+    #[error("uploading {key}: {source}")]
+    Upload {
+        key: String,
+        source: object_store::Error,
+    },
+    #[error("recording {key} in the catalog: {source}")]
+    Catalog {
+        key: String,
+        source: crate::metadata::MetadataError,
+    },
+    #[error("deleting WAL segment {id}: {source}")]
+    Trim { id: u64, source: std::io::Error },
+}
+
+/// What one run uploaded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Uploaded {
+    pub wal_segment_id: u64,
+    pub key: String,
+    pub bytes: u64,
+    pub partitions: usize,
+}
+
+/// The object key of a WAL segment's object. The data directory's incarnation keeps a broker
+/// rebuilt on a new disk (whose WAL ids start again) from overwriting older objects.
+pub fn object_key(incarnation: &str, wal_segment_id: u64) -> Path {
+    Path::from(format!(
+        "v2/segments/{incarnation}/{wal_segment_id:020}.seg"
+    ))
+}
+
+/// Runs in the background until shutdown: indexes every sealed segment, retrying failures with
+/// growing, jittered waits.
+pub async fn run(broker: Arc<Broker>) {
+    let mut backoff = Duration::from_millis(limits::INDEXER_BACKOFF_MIN_MS);
+    loop {
+        let sealed = broker.wal.segment_sealed();
+        tokio::pin!(sealed);
+        sealed.as_mut().enable();
+        let wait = match run_once(&broker).await {
+            Ok(_) => {
+                backoff = Duration::from_millis(limits::INDEXER_BACKOFF_MIN_MS);
+                Duration::from_millis(limits::INDEXER_POLL_MS)
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "indexer step failed; the WAL keeps the data");
+                let wait = jitter(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(limits::INDEXER_BACKOFF_MAX_MS));
+                wait
+            }
+        };
+        tokio::select! {
+            _ = broker.shutdown.cancelled() => return,
+            _ = &mut sealed => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Indexes every sealed segment now, oldest first; stops at the first failure.
+pub async fn run_once(broker: &Arc<Broker>) -> Result<Vec<Uploaded>, IndexerError> {
+    let _one_at_a_time = broker.indexer_lock.lock().await;
+    index_sealed(broker).await
+}
+
+/// Seals the active WAL segment and indexes everything sealed, reporting what this call
+/// uploaded (the background run cannot take the freshly sealed segment in between).
+pub async fn seal_and_run(broker: &Arc<Broker>) -> Result<Vec<Uploaded>, IndexerError> {
+    let _one_at_a_time = broker.indexer_lock.lock().await;
+    broker.wal.roll().await;
+    index_sealed(broker).await
+}
+
+async fn index_sealed(broker: &Arc<Broker>) -> Result<Vec<Uploaded>, IndexerError> {
+    let mut uploaded = Vec::new();
+    for id in broker.wal.sealed_segments() {
+        if let Some(done) = index_segment(broker, id).await? {
+            uploaded.push(done);
+        }
+    }
+    Ok(uploaded)
+}
+
+async fn index_segment(broker: &Arc<Broker>, id: u64) -> Result<Option<Uploaded>, IndexerError> {
+    let key = object_key(&broker.incarnation, id);
+    let committed = broker
+        .catalog
+        .get(id)
+        .map_err(|source| IndexerError::Catalog {
+            key: key.to_string(),
+            source,
+        })?;
+    if let Some(entry) = committed {
+        // Uploaded and recorded before a restart; only the trim was left to do.
+        attach(&broker.topics, &entry, false);
+        trim(broker, id, &entry.footer).await?;
+        return Ok(None);
+    }
+    let (object, footer) = build(broker, id).await?;
+    if footer.partitions.is_empty() {
+        // Only batches of deleted topics: nothing to keep.
+        trim(broker, id, &footer).await?;
+        return Ok(None);
+    }
+    let bytes = object.len() as u64;
+    upload(broker.object_store.as_ref(), &key, object).await?;
+    let entry = CatalogEntry {
+        wal_segment_id: id,
+        key: key.to_string(),
+        object_bytes: bytes,
+        footer,
+    };
+    let catalog_entry = entry.clone();
+    let broker_for_commit = broker.clone();
+    tokio::task::spawn_blocking(move || broker_for_commit.catalog.commit(&catalog_entry))
+        .await
+        .map_err(|e| IndexerError::Build {
+            id,
+            reason: e.to_string(),
+        })?
+        .map_err(|source| IndexerError::Catalog {
+            key: key.to_string(),
+            source,
+        })?;
+    attach(&broker.topics, &entry, false);
+    trim(broker, id, &entry.footer).await?;
+    tracing::info!(wal_segment = id, %key, bytes, partitions = entry.footer.partitions.len(), "segment uploaded");
+    Ok(Some(Uploaded {
+        wal_segment_id: id,
+        key: key.to_string(),
+        bytes,
+        partitions: entry.footer.partitions.len(),
+    }))
+}
+
+/// Reads a sealed segment and packs its live batches into an object, per partition in offset
+/// order. Memory is bounded by the segment's size.
+async fn build(broker: &Arc<Broker>, id: u64) -> Result<(Bytes, Footer), IndexerError> {
+    let broker = broker.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut partitions: BTreeMap<(Uuid, i32), Vec<(BatchHeader, Bytes)>> = BTreeMap::new();
+        broker
+            .wal
+            .scan_sealed(id, |entry| {
+                let live = broker
+                    .topics
+                    .get_by_id(&entry.topic_id)
+                    .is_some_and(|t| t.partition(entry.partition).is_some());
+                if live {
+                    let batches = partitions
+                        .entry((entry.topic_id, entry.partition))
+                        .or_default();
+                    batches.push((entry.header, Bytes::copy_from_slice(entry.batch)));
+                }
+            })
+            .map_err(|source| IndexerError::Wal { id, source })?;
+        let mut builder = ObjectBuilder::default();
+        for ((topic_id, partition), batches) in partitions {
+            builder.start_partition(topic_id, partition);
+            for (header, batch) in batches {
+                builder
+                    .add_batch(&header, &batch)
+                    .map_err(|e| IndexerError::Build {
+                        id,
+                        reason: e.to_string(),
+                    })?;
+            }
+        }
+        Ok(builder.finish())
+    })
+    .await
+    .map_err(|e| IndexerError::Build {
+        id,
+        reason: e.to_string(),
+    })?
+}
+
+async fn upload(store: &dyn ObjectStore, key: &Path, object: Bytes) -> Result<(), IndexerError> {
+    let failed = |source| IndexerError::Upload {
+        key: key.to_string(),
+        source,
+    };
+    if object.len() < limits::MULTIPART_THRESHOLD_BYTES {
+        store
+            .put(key, PutPayload::from(object))
+            .await
+            .map_err(failed)?;
+        return Ok(());
+    }
+    let upload = store.put_multipart(key).await.map_err(failed)?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, limits::MULTIPART_PART_BYTES);
+    for part in object.chunks(limits::MULTIPART_PART_BYTES) {
+        writer.wait_for_capacity(2).await.map_err(failed)?;
+        writer.write(part);
+    }
+    writer.finish().await.map_err(failed)?;
+    Ok(())
+}
+
+/// Makes an object the cold tier of the partitions it holds. `restoring` is for start-up (see
+/// `PartitionState::attach_remote`).
+pub fn attach(topics: &Topics, entry: &CatalogEntry, restoring: bool) {
+    for blocks in &entry.footer.partitions {
+        let Some(topic) = topics.get_by_id(&blocks.topic_id) else {
+            continue;
+        };
+        let Some(partition) = topic.partition(blocks.partition) else {
+            continue;
+        };
+        let segment = Arc::new(RemoteSegment {
+            key: Path::from(entry.key.as_str()),
+            object_bytes: entry.object_bytes,
+            wal_segment_id: entry.wal_segment_id,
+            blocks: blocks.clone(),
+        });
+        partition.lock().attach_remote(segment, restoring);
+    }
+}
+
+/// Drops the segment's batches from the partitions' WAL index, then deletes its file.
+async fn trim(broker: &Arc<Broker>, id: u64, footer: &Footer) -> Result<(), IndexerError> {
+    for blocks in &footer.partitions {
+        if let Some(partition) = broker
+            .topics
+            .get_by_id(&blocks.topic_id)
+            .and_then(|t| t.partition(blocks.partition).cloned())
+        {
+            partition.lock().trim_wal_segment(id);
+        }
+    }
+    let wal = broker.wal.clone();
+    tokio::task::spawn_blocking(move || wal.remove_segment(id))
+        .await
+        .map_err(|e| IndexerError::Trim {
+            id,
+            source: std::io::Error::other(e),
+        })?
+        .map_err(|source| IndexerError::Trim { id, source })
+}
+
+fn jitter(wait: Duration) -> Duration {
+    // Up to a quarter more, from the clock's low bits: enough to keep retries from lining up.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    wait + wait.mul_f64(f64::from(nanos % 1000) / 4000.0)
+}

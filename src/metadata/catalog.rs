@@ -1,0 +1,144 @@
+//! The catalog: which objects in the bucket hold which WAL segments' batches. One small file
+//! per object in `<data-dir>/meta/catalog/`, written atomically and fsynced, so committing an
+//! upload never rewrites the whole list. The indexer deletes a WAL segment only after its
+//! entry here is durable.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{sync_dir, MetadataError};
+use crate::segment::object::Footer;
+
+const MAGIC: &[u8; 4] = b"SCAT";
+const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    pub wal_segment_id: u64,
+    /// Object key, relative to the store's root.
+    pub key: String,
+    pub object_bytes: u64,
+    pub footer: Footer,
+}
+
+pub struct Catalog {
+    dir: PathBuf,
+}
+
+impl Catalog {
+    pub fn open(dir: &Path) -> Result<Catalog, MetadataError> {
+        fs::create_dir_all(dir).map_err(|source| MetadataError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(Catalog {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn path(&self, wal_segment_id: u64) -> PathBuf {
+        self.dir.join(format!("{wal_segment_id:020}.entry"))
+    }
+
+    /// Every entry, oldest WAL segment first. A damaged entry is an error: it would hide data.
+    pub fn load(&self) -> Result<Vec<CatalogEntry>, MetadataError> {
+        let io = |source| MetadataError::Io {
+            path: self.dir.clone(),
+            source,
+        };
+        let mut names: Vec<PathBuf> = fs::read_dir(&self.dir)
+            .map_err(io)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "entry"))
+            .collect();
+        names.sort();
+        names.iter().map(|path| read_entry(path)).collect()
+    }
+
+    pub fn get(&self, wal_segment_id: u64) -> Result<Option<CatalogEntry>, MetadataError> {
+        let path = self.path(wal_segment_id);
+        if !path.exists() {
+            return Ok(None);
+        }
+        read_entry(&path).map(Some)
+    }
+
+    /// Makes an entry durable (temporary file, fsync, rename, fsync the directory).
+    pub fn commit(&self, entry: &CatalogEntry) -> Result<(), MetadataError> {
+        let path = self.path(entry.wal_segment_id);
+        let io = |source| MetadataError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+        bytes.extend(
+            bincode::serde::encode_to_vec(entry, bincode::config::standard())
+                .expect("entry serializes"),
+        );
+        let temporary = path.with_extension("tmp");
+        let mut file = File::create(&temporary).map_err(io)?;
+        file.write_all(&bytes).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        fs::rename(&temporary, &path).map_err(io)?;
+        sync_dir(&self.dir).map_err(io)
+    }
+}
+
+fn read_entry(path: &Path) -> Result<CatalogEntry, MetadataError> {
+    let bytes = fs::read(path).map_err(|source| MetadataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let corrupt = |reason: &str| MetadataError::CorruptCatalog {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        return Err(corrupt("bad magic"));
+    }
+    if bytes[4..8] != FORMAT_VERSION.to_be_bytes() {
+        return Err(corrupt("unknown format version"));
+    }
+    let (entry, _) = bincode::serde::decode_from_slice(&bytes[8..], bincode::config::standard())
+        .map_err(|e| corrupt(&e.to_string()))?;
+    Ok(entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_entries_load_in_order_and_damage_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        for id in [3, 1, 2] {
+            let entry = CatalogEntry {
+                wal_segment_id: id,
+                key: format!("k{id}"),
+                object_bytes: id * 10,
+                footer: Footer { partitions: vec![] },
+            };
+            catalog.commit(&entry).unwrap();
+        }
+        let ids: Vec<u64> = catalog
+            .load()
+            .unwrap()
+            .iter()
+            .map(|e| e.wal_segment_id)
+            .collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        assert_eq!(catalog.get(2).unwrap().unwrap().key, "k2");
+        assert!(catalog.get(9).unwrap().is_none());
+        std::fs::write(
+            dir.path().join(format!("{:020}.entry", 2)),
+            b"SCAT\0\0\0\x01garbage",
+        )
+        .unwrap();
+        assert!(catalog.load().is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! Reads batches from either tier behind one call: the WAL for offsets still in it, object
+//! blocks for older ones. Blocks come through a moka cache weighted by bytes, so a cold read
+//! costs one ranged GET per cache miss (never one per batch, never a whole object), and
+//! concurrent misses for the same block are fetched once.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use moka::future::Cache;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use crate::partition::{ReadPlan, RemoteSegment};
+use crate::protocol::record_batch::BatchHeader;
+use crate::segment::object::Block;
+use crate::wal::Wal;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReaderError {
+    #[error("object store read of {key}: {source}")]
+    ObjectStore {
+        key: String,
+        source: Arc<object_store::Error>,
+    },
+    #[error("WAL read: {0}")]
+    Wal(Arc<std::io::Error>),
+    #[error("block {key}@{start} is damaged: {reason}")]
+    Damaged {
+        key: String,
+        start: u64,
+        reason: String,
+    },
+}
+
+type BlockKey = (Arc<str>, u64);
+
+pub struct Reader {
+    wal: Arc<Wal>,
+    store: Arc<dyn ObjectStore>,
+    blocks: Cache<BlockKey, Bytes>,
+}
+
+impl Reader {
+    pub fn new(wal: Arc<Wal>, store: Arc<dyn ObjectStore>, cache_memory_bytes: u64) -> Reader {
+        let blocks = Cache::builder()
+            .max_capacity(cache_memory_bytes)
+            .weigher(|_: &BlockKey, value: &Bytes| u32::try_from(value.len()).unwrap_or(u32::MAX))
+            .build();
+        Reader { wal, store, blocks }
+    }
+
+    /// The batches a plan names, concatenated. For a cold plan: the whole block.
+    pub async fn read(&self, plan: &ReadPlan) -> Result<Bytes, ReaderError> {
+        match plan {
+            ReadPlan::Hot(locations) => self.read_hot(locations.clone()).await,
+            ReadPlan::Cold { segment, block } => self.read_block(segment, block).await,
+        }
+    }
+
+    /// WAL batches, read off the executor.
+    pub async fn read_hot(
+        &self,
+        locations: Vec<crate::partition::BatchLocation>,
+    ) -> Result<Bytes, ReaderError> {
+        let wal = self.wal.clone();
+        tokio::task::spawn_blocking(move || wal.read(&locations))
+            .await
+            .map_err(|e| ReaderError::Wal(Arc::new(std::io::Error::other(e))))?
+            .map_err(|e| ReaderError::Wal(Arc::new(e)))
+    }
+
+    /// One block of an object, from the cache or with one ranged GET.
+    pub async fn read_block(
+        &self,
+        segment: &RemoteSegment,
+        block: &Block,
+    ) -> Result<Bytes, ReaderError> {
+        let key: Arc<str> = segment.key.as_ref().into();
+        let store = self.store.clone();
+        let location = segment.key.clone();
+        let range = block.range();
+        self.blocks
+            .try_get_with((key, block.start), async move {
+                store.get_range(&location, range).await
+            })
+            .await
+            .map_err(|source| ReaderError::ObjectStore {
+                key: segment.key.to_string(),
+                source,
+            })
+    }
+}
+
+/// From a block's bytes (whole batches, in offset order): the contiguous run of batches that
+/// starts with the one holding `offset`, within `bytes_max`, but at least one batch when
+/// `first_always` (KIP-74). Zero-copy: a slice of the block.
+pub fn batches_from(
+    block: &Bytes,
+    offset: i64,
+    bytes_max: usize,
+    first_always: bool,
+) -> Result<Bytes, String> {
+    let mut at = 0;
+    let mut start = None;
+    while at < block.len() {
+        let header = BatchHeader::parse_unchecked(&block[at..]).map_err(|e| e.to_string())?;
+        let end = at + header.total_bytes();
+        if end > block.len() {
+            return Err("a batch runs past the block".into());
+        }
+        if header.last_offset() >= offset {
+            let first = *start.get_or_insert(at);
+            let too_big = end - first > bytes_max;
+            if too_big && !(first == at && first_always) {
+                return Ok(block.slice(first..at));
+            }
+        }
+        at = end;
+    }
+    Ok(start.map_or_else(Bytes::new, |first| block.slice(first..at)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+
+    fn block(batches: &[(i64, i32)]) -> Bytes {
+        let mut out = BytesMut::new();
+        for &(base, count) in batches {
+            let mut bytes = crate::protocol::record_batch::tests_support::batch(count);
+            crate::protocol::record_batch::set_base_offset(&mut bytes, base);
+            out.extend_from_slice(&bytes);
+        }
+        out.freeze()
+    }
+
+    fn offsets(bytes: &Bytes) -> Vec<i64> {
+        crate::protocol::record_batch::split_batches(bytes)
+            .unwrap()
+            .iter()
+            .map(|(h, _)| h.base_offset)
+            .collect()
+    }
+
+    #[test]
+    fn selects_from_the_batch_holding_the_offset_within_the_limit() {
+        let data = block(&[(0, 5), (5, 5), (10, 5)]);
+        let one = data.len() / 3;
+        assert_eq!(
+            offsets(&batches_from(&data, 7, usize::MAX, true).unwrap()),
+            vec![5, 10]
+        );
+        assert_eq!(
+            offsets(&batches_from(&data, 0, one + 1, true).unwrap()),
+            vec![0]
+        );
+        assert_eq!(
+            offsets(&batches_from(&data, 0, 1, true).unwrap()),
+            vec![0],
+            "first batch always"
+        );
+        assert!(batches_from(&data, 0, 1, false).unwrap().is_empty());
+        assert!(batches_from(&data, 15, usize::MAX, true)
+            .unwrap()
+            .is_empty());
+    }
+}
