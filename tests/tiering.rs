@@ -1,0 +1,211 @@
+//! Tiered storage against a real S3 server (moto), through the real binary: sealed WAL segments
+//! become objects in the bucket, the WAL is trimmed only after that, consumers read the same
+//! bytes from the cold tier, and a bucket that goes away loses nothing.
+
+mod common;
+#[path = "support/moto.rs"]
+mod moto;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use common::{encode_batch, Conn, Strata, TestRecord};
+use futures_util::TryStreamExt;
+use kafka_protocol::records::Compression;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A bare HTTP/1.1 call to the admin API: `(status, JSON body)`.
+async fn http(admin: SocketAddr, method: &str, path: &str) -> (u16, serde_json::Value) {
+    let mut stream = TcpStream::connect(admin).await.unwrap();
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8(response).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    // axum may answer with chunked encoding; the JSON is the part between the first { and last }.
+    let json = body
+        .find('{')
+        .map_or("null", |start| &body[start..=body.rfind('}').unwrap()]);
+    (
+        status,
+        serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn records(from: usize, n: usize) -> Vec<TestRecord> {
+    (from..from + n).map(TestRecord::simple).collect()
+}
+
+/// Produces batches with every codec to partitions 0 and 1.
+async fn produce_mixed(conn: &mut Conn, topic: &str, rounds: usize) {
+    let codecs = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+    for round in 0..rounds {
+        let batch = encode_batch(&records(round * 50, 50), codecs[round % codecs.len()], None);
+        conn.produce_ok(topic, (round % 2) as i32, batch).await;
+    }
+}
+
+fn wal_files(strata: &Strata) -> usize {
+    std::fs::read_dir(strata.data_dir().join("wal"))
+        .unwrap()
+        .count()
+}
+
+async fn bucket_keys(endpoint: &str, url: &str) -> Vec<String> {
+    let store = strata::object_storage::open(url, Some(endpoint))
+        .await
+        .unwrap();
+    let listed: Vec<_> = store.list(None).try_collect().await.unwrap();
+    listed.iter().map(|m| m.location.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_segments_move_to_the_bucket_and_read_back_identical() {
+    moto::Moto::set_credentials();
+    let moto = moto::Moto::start();
+    moto.create_bucket("strata-tiering");
+    let url = "s3://strata-tiering/cluster-a";
+    let mut strata = Strata::start_with(&["--object-store", url, "--s3-endpoint", &moto.endpoint]);
+    let mut conn = Conn::connect(strata.kafka).await;
+    conn.create_topic("tiered", 2).await;
+    produce_mixed(&mut conn, "tiered", 20).await;
+    let hot = [
+        conn.fetch_all_raw("tiered", 0, 0).await,
+        conn.fetch_all_raw("tiered", 1, 0).await,
+    ];
+
+    let (status, body) = http(strata.admin, "POST", "/v1/indexer/run").await;
+    assert_eq!(status, 200, "{body}");
+    let uploaded = body["uploaded"].as_array().unwrap();
+    assert_eq!(uploaded.len(), 1, "{body}");
+    assert_eq!(
+        wal_files(&strata),
+        1,
+        "only the new active WAL segment is left"
+    );
+    let keys = bucket_keys(&moto.endpoint, url).await;
+    assert_eq!(keys, vec![uploaded[0]["key"].as_str().unwrap().to_string()]);
+    assert!(keys[0].starts_with("v2/segments/"));
+
+    let (status, tiers) = http(strata.admin, "GET", "/v1/topics/tiered/partitions").await;
+    assert_eq!(status, 200);
+    for partition in tiers["partitions"].as_array().unwrap() {
+        assert_eq!(
+            partition["remote_end_offset"], partition["high_watermark"],
+            "{tiers}"
+        );
+        assert_eq!(
+            partition["wal_start_offset"], partition["high_watermark"],
+            "{tiers}"
+        );
+        assert_eq!(partition["segment_count"], 1);
+    }
+
+    let cold = [
+        conn.fetch_all_raw("tiered", 0, 0).await,
+        conn.fetch_all_raw("tiered", 1, 0).await,
+    ];
+    assert_eq!(
+        cold, hot,
+        "the cold tier serves the very bytes the hot tier did"
+    );
+    // By timestamp and from the middle of a batch, from the cold tier.
+    let (offset, _) = conn
+        .list_offset("tiered", 1, TestRecord::simple(175).timestamp)
+        .await;
+    assert_eq!(offset, 75, "record 175 is offset 75 of partition 1");
+
+    // New data lands in the WAL; a fetch walks from the bucket into the WAL in order.
+    produce_mixed(&mut conn, "tiered", 4).await;
+    let both = conn.fetch_all_raw("tiered", 0, 0).await;
+    assert!(both.starts_with(&hot[0]) && both.len() > hot[0].len());
+
+    strata.restart();
+    let mut conn = Conn::connect(strata.kafka).await;
+    assert_eq!(
+        conn.fetch_all_raw("tiered", 0, 0).await,
+        both,
+        "after a restart, from the catalog"
+    );
+}
+
+/// A TCP proxy the test can switch off: while off, connections are accepted and dropped at once.
+struct Switch {
+    addr: SocketAddr,
+    up: Arc<AtomicBool>,
+}
+
+impl Switch {
+    async fn start(target: String) -> Switch {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let flag = up.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !flag.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let target = target.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Switch { addr, up }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_bucket_trims_nothing_and_the_backlog_uploads_when_it_returns() {
+    moto::Moto::set_credentials();
+    let moto = moto::Moto::start();
+    moto.create_bucket("strata-outage");
+    let switch = Switch::start(moto.endpoint.trim_start_matches("http://").to_string()).await;
+    let endpoint = format!("http://{}", switch.addr);
+    let strata = Strata::start_with(&[
+        "--object-store",
+        "s3://strata-outage",
+        "--s3-endpoint",
+        &endpoint,
+    ]);
+    let mut conn = Conn::connect(strata.kafka).await;
+    conn.create_topic("outage", 2).await;
+    produce_mixed(&mut conn, "outage", 10).await;
+
+    switch.up.store(false, Ordering::SeqCst);
+    let (status, body) = http(strata.admin, "POST", "/v1/indexer/run").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        wal_files(&strata) >= 2,
+        "the sealed segment stays in the WAL"
+    );
+    produce_mixed(&mut conn, "outage", 10).await;
+    let expected = conn.fetch_all_raw("outage", 0, 0).await;
+
+    switch.up.store(true, Ordering::SeqCst);
+    let (status, body) = http(strata.admin, "POST", "/v1/indexer/run").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body["uploaded"].as_array().unwrap().is_empty(), "{body}");
+    assert_eq!(wal_files(&strata), 1);
+    assert_eq!(
+        conn.fetch_all_raw("outage", 0, 0).await,
+        expected,
+        "every record, now from the bucket"
+    );
+    assert!(!bucket_keys(&moto.endpoint, "s3://strata-outage")
+        .await
+        .is_empty());
+}
