@@ -19,7 +19,7 @@ use crate::config::{parse_host_port, Config};
 use crate::indexer;
 use crate::limits;
 use crate::metadata::catalog::Catalog;
-use crate::metadata::Metadata;
+use crate::metadata::{snapshot, Metadata};
 use crate::object_storage;
 use crate::partition::Topics;
 use crate::reader::Reader;
@@ -55,8 +55,28 @@ pub struct Broker {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let metadata = Arc::new(Metadata::open(&config.data_dir.join("meta"))?);
+    let object_store_url = config.object_store_url();
+    let object_store =
+        object_storage::open(&object_store_url, config.s3_endpoint.as_deref()).await?;
+    tracing::info!(url = %object_store_url, "object store reachable");
+    let meta_dir = config.data_dir.join("meta");
+    if let Some(restored) = snapshot::restore_if_empty(&meta_dir, object_store.as_ref()).await? {
+        tracing::info!(
+            topics = restored.topics,
+            objects = restored.objects,
+            "restored an empty data directory from the bucket"
+        );
+    }
+    let metadata = Arc::new(Metadata::open(&meta_dir)?);
     let topics = Topics::load(metadata.clone());
+    let catalog = Catalog::open(&meta_dir.join("catalog"), &metadata.incarnation())?;
+    // Before WAL replay: the high watermark and producer state must cover what was uploaded.
+    for entry in catalog.load()? {
+        indexer::attach(&topics, &entry);
+    }
+    for partition in topics.partitions() {
+        partition.lock().restore_producers_from_remote();
+    }
     let data_arrived = Arc::new(Notify::new());
     let wal_options = WalOptions {
         dir: config.data_dir.join("wal"),
@@ -64,15 +84,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         segment_ms: config.wal_segment_ms,
         group_commit_us: config.wal_group_commit_us,
     };
-    let object_store_url = config.object_store_url();
-    let object_store =
-        object_storage::open(&object_store_url, config.s3_endpoint.as_deref()).await?;
-    tracing::info!(url = %object_store_url, "object store reachable");
-    let catalog = Catalog::open(&config.data_dir.join("meta").join("catalog"))?;
-    for entry in catalog.load()? {
-        // Before WAL replay: the high watermark must cover what was already uploaded.
-        indexer::attach(&topics, &entry, true);
-    }
     let wal = Arc::new(Wal::open(wal_options, &topics, data_arrived.clone())?);
     let reader = Reader::new(wal.clone(), object_store.clone(), config.cache_memory_bytes);
 
@@ -110,6 +121,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         broker: Some(broker.clone()),
     });
     tracker.spawn(indexer::run(broker.clone()));
+    tracker.spawn(snapshot_metadata(broker.clone()));
     let admin_shutdown = shutdown.clone();
     let admin_task = tokio::spawn(async move {
         axum::serve(admin, admin_app)
@@ -141,9 +153,37 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("some connections did not finish within the grace period");
     }
     broker.wal.close().await;
+    if let Err(error) = snapshot::upload(broker.object_store.as_ref(), &broker.metadata.doc()).await
+    {
+        tracing::warn!(%error, "cannot upload the final metadata snapshot");
+    }
     let _ = admin_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Keeps the metadata snapshot in the bucket current: at start, then whenever it changed.
+async fn snapshot_metadata(broker: Arc<Broker>) {
+    let mut uploaded = None;
+    loop {
+        let changed = broker.metadata.changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let changes = broker.metadata.changes();
+        if uploaded != Some(changes) {
+            match snapshot::upload(broker.object_store.as_ref(), &broker.metadata.doc()).await {
+                Ok(()) => uploaded = Some(changes),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot upload the metadata snapshot; will retry")
+                }
+            }
+        }
+        tokio::select! {
+            _ = broker.shutdown.cancelled() => return,
+            _ = &mut changed => {}
+            _ = tokio::time::sleep(Duration::from_millis(limits::METADATA_SNAPSHOT_MS)) => {}
+        }
+    }
 }
 
 fn advertised(config: &Config, bound: SocketAddr) -> anyhow::Result<(String, i32)> {

@@ -76,3 +76,10 @@ pub const INDEXER_BACKOFF_MAX_MS: u64 = 30_000;
 
 /// How often the indexer looks for sealed segments even if nothing woke it.
 pub const INDEXER_POLL_MS: u64 = 5_000;
+
+/// How often the metadata snapshot upload is retried or re-checked (changes wake it at once).
+pub const METADATA_SNAPSHOT_MS: u64 = 5_000;
+
+/// Producer ids a broker restored from a snapshot skips, beyond the snapshot's reservation:
+/// the lost broker may have reserved more blocks after its last snapshot.
+pub const PRODUCER_ID_RESTORE_MARGIN: i64 = 1_000_000;

@@ -126,7 +126,7 @@ async fn index_segment(broker: &Arc<Broker>, id: u64) -> Result<Option<Uploaded>
         })?;
     if let Some(entry) = committed {
         // Uploaded and recorded before a restart; only the trim was left to do.
-        attach(&broker.topics, &entry, false);
+        attach(&broker.topics, &entry);
         trim(broker, id, &entry.footer).await?;
         return Ok(None);
     }
@@ -139,6 +139,7 @@ async fn index_segment(broker: &Arc<Broker>, id: u64) -> Result<Option<Uploaded>
     let bytes = object.len() as u64;
     upload(broker.object_store.as_ref(), &key, object).await?;
     let entry = CatalogEntry {
+        incarnation: broker.incarnation.clone(),
         wal_segment_id: id,
         key: key.to_string(),
         object_bytes: bytes,
@@ -156,7 +157,7 @@ async fn index_segment(broker: &Arc<Broker>, id: u64) -> Result<Option<Uploaded>
             key: key.to_string(),
             source,
         })?;
-    attach(&broker.topics, &entry, false);
+    attach(&broker.topics, &entry);
     trim(broker, id, &entry.footer).await?;
     tracing::info!(wal_segment = id, %key, bytes, partitions = entry.footer.partitions.len(), "segment uploaded");
     Ok(Some(Uploaded {
@@ -231,9 +232,8 @@ async fn upload(store: &dyn ObjectStore, key: &Path, object: Bytes) -> Result<()
     Ok(())
 }
 
-/// Makes an object the cold tier of the partitions it holds. `restoring` is for start-up (see
-/// `PartitionState::attach_remote`).
-pub fn attach(topics: &Topics, entry: &CatalogEntry, restoring: bool) {
+/// Makes an object the cold tier of the partitions it holds.
+pub fn attach(topics: &Topics, entry: &CatalogEntry) {
     for blocks in &entry.footer.partitions {
         let Some(topic) = topics.get_by_id(&blocks.topic_id) else {
             continue;
@@ -247,7 +247,7 @@ pub fn attach(topics: &Topics, entry: &CatalogEntry, restoring: bool) {
             wal_segment_id: entry.wal_segment_id,
             blocks: blocks.clone(),
         });
-        partition.lock().attach_remote(segment, restoring);
+        partition.lock().attach_remote(segment);
     }
 }
 

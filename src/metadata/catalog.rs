@@ -17,6 +17,8 @@ const FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogEntry {
+    /// The data directory that wrote the WAL segment (see `MetadataDoc::incarnation`).
+    pub incarnation: String,
     pub wal_segment_id: u64,
     /// Object key, relative to the store's root.
     pub key: String,
@@ -26,24 +28,28 @@ pub struct CatalogEntry {
 
 pub struct Catalog {
     dir: PathBuf,
+    /// This data directory's incarnation: `get` looks up its own WAL segments.
+    incarnation: String,
 }
 
 impl Catalog {
-    pub fn open(dir: &Path) -> Result<Catalog, MetadataError> {
+    pub fn open(dir: &Path, incarnation: &str) -> Result<Catalog, MetadataError> {
         fs::create_dir_all(dir).map_err(|source| MetadataError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
         Ok(Catalog {
             dir: dir.to_path_buf(),
+            incarnation: incarnation.to_string(),
         })
     }
 
-    fn path(&self, wal_segment_id: u64) -> PathBuf {
-        self.dir.join(format!("{wal_segment_id:020}.entry"))
+    fn path(&self, incarnation: &str, wal_segment_id: u64) -> PathBuf {
+        self.dir
+            .join(format!("{incarnation}-{wal_segment_id:020}.entry"))
     }
 
-    /// Every entry, oldest WAL segment first. A damaged entry is an error: it would hide data.
+    /// Every entry, in no particular order. A damaged entry is an error: it would hide data.
     pub fn load(&self) -> Result<Vec<CatalogEntry>, MetadataError> {
         let io = |source| MetadataError::Io {
             path: self.dir.clone(),
@@ -58,8 +64,9 @@ impl Catalog {
         names.iter().map(|path| read_entry(path)).collect()
     }
 
+    /// The entry of one of this data directory's WAL segments.
     pub fn get(&self, wal_segment_id: u64) -> Result<Option<CatalogEntry>, MetadataError> {
-        let path = self.path(wal_segment_id);
+        let path = self.path(&self.incarnation, wal_segment_id);
         if !path.exists() {
             return Ok(None);
         }
@@ -68,7 +75,7 @@ impl Catalog {
 
     /// Makes an entry durable (temporary file, fsync, rename, fsync the directory).
     pub fn commit(&self, entry: &CatalogEntry) -> Result<(), MetadataError> {
-        let path = self.path(entry.wal_segment_id);
+        let path = self.path(&entry.incarnation, entry.wal_segment_id);
         let io = |source| MetadataError::Io {
             path: path.clone(),
             source,
@@ -115,9 +122,10 @@ mod tests {
     #[test]
     fn committed_entries_load_in_order_and_damage_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let catalog = Catalog::open(dir.path()).unwrap();
+        let catalog = Catalog::open(dir.path(), "me").unwrap();
         for id in [3, 1, 2] {
             let entry = CatalogEntry {
+                incarnation: "me".into(),
                 wal_segment_id: id,
                 key: format!("k{id}"),
                 object_bytes: id * 10,
@@ -135,7 +143,7 @@ mod tests {
         assert_eq!(catalog.get(2).unwrap().unwrap().key, "k2");
         assert!(catalog.get(9).unwrap().is_none());
         std::fs::write(
-            dir.path().join(format!("{:020}.entry", 2)),
+            dir.path().join(format!("me-{:020}.entry", 2)),
             b"SCAT\0\0\0\x01garbage",
         )
         .unwrap();

@@ -5,11 +5,13 @@
 //! The catalog of uploaded objects lives beside it (`catalog`).
 
 pub mod catalog;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -68,6 +70,10 @@ struct ProducerIds {
 pub struct Metadata {
     dir: PathBuf,
     doc: Mutex<MetadataDoc>,
+    /// Counts changes, so the bucket snapshot is uploaded only when something changed.
+    changes: AtomicU64,
+    /// Notified after every change (wakes the snapshot upload).
+    changed: tokio::sync::Notify,
     producer_ids: Mutex<ProducerIds>,
 }
 
@@ -111,10 +117,41 @@ impl Metadata {
         let metadata = Metadata {
             dir: dir.to_path_buf(),
             doc: Mutex::new(doc),
+            changes: AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
             producer_ids: Mutex::new(producer_ids),
         };
         metadata.update(|_| ())?;
         Ok(metadata)
+    }
+
+    /// Whether `dir` holds a broker's metadata (a data directory that was in use).
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(FILE_NAME).exists()
+    }
+
+    /// Writes `doc` as the metadata of a new data directory (restoring from a snapshot).
+    pub fn create(dir: &Path, doc: &MetadataDoc) -> Result<(), MetadataError> {
+        fs::create_dir_all(dir).map_err(|source| MetadataError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        write_doc(dir, doc)
+    }
+
+    /// A copy of the document, for the bucket snapshot.
+    pub fn doc(&self) -> MetadataDoc {
+        self.lock_doc().clone()
+    }
+
+    /// How many changes have been made since this process opened the metadata.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// Resolves after the next change.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     pub fn cluster_id(&self) -> String {
@@ -135,8 +172,10 @@ impl Metadata {
         let mut doc = self.lock_doc();
         let mut next = doc.clone();
         change(&mut next);
-        self.write(&next)?;
+        write_doc(&self.dir, &next)?;
         *doc = next;
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_waiters();
         Ok(())
     }
 
@@ -157,21 +196,22 @@ impl Metadata {
     fn lock_doc(&self) -> std::sync::MutexGuard<'_, MetadataDoc> {
         self.doc.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
-    fn write(&self, doc: &MetadataDoc) -> Result<(), MetadataError> {
-        let path = self.dir.join(FILE_NAME);
-        let temporary = self.dir.join(format!("{FILE_NAME}.tmp"));
-        let io = |source| MetadataError::Io {
-            path: path.clone(),
-            source,
-        };
-        let bytes = serde_json::to_vec_pretty(doc).expect("metadata serializes");
-        let mut file = File::create(&temporary).map_err(io)?;
-        file.write_all(&bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        fs::rename(&temporary, &path).map_err(io)?;
-        sync_dir(&self.dir).map_err(io)
-    }
+/// Replaces the metadata file atomically: temporary file, fsync, rename, fsync the directory.
+fn write_doc(dir: &Path, doc: &MetadataDoc) -> Result<(), MetadataError> {
+    let path = dir.join(FILE_NAME);
+    let temporary = dir.join(format!("{FILE_NAME}.tmp"));
+    let io = |source| MetadataError::Io {
+        path: path.clone(),
+        source,
+    };
+    let bytes = serde_json::to_vec_pretty(doc).expect("metadata serializes");
+    let mut file = File::create(&temporary).map_err(io)?;
+    file.write_all(&bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    fs::rename(&temporary, &path).map_err(io)?;
+    sync_dir(dir).map_err(io)
 }
 
 /// Makes a directory's entries (a created, renamed or removed file) durable.

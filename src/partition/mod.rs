@@ -228,14 +228,10 @@ impl PartitionState {
     }
 
     /// Records an object in the bucket that holds this partition's batches. At start-up this
-    /// comes before WAL replay, in log order, with `restoring` set: the high watermark then
-    /// covers what was uploaded and producer state is rebuilt from it.
-    pub fn attach_remote(&mut self, segment: Arc<RemoteSegment>, restoring: bool) {
+    /// comes before WAL replay, so the high watermark covers what was uploaded.
+    pub fn attach_remote(&mut self, segment: Arc<RemoteSegment>) {
         if self.remote.iter().any(|s| s.key == segment.key) {
             return;
-        }
-        if restoring {
-            self.producers.merge_later(&segment.blocks.producers);
         }
         let at = self
             .remote
@@ -248,6 +244,14 @@ impl PartitionState {
         if end > self.high_watermark {
             self.high_watermark = end;
             self.next_offset = self.next_offset.max(end);
+        }
+    }
+
+    /// Rebuilds idempotent-producer state from the remote segments, in offset order. At
+    /// start-up, after every object is attached and before WAL replay.
+    pub fn restore_producers_from_remote(&mut self) {
+        for segment in &self.remote {
+            self.producers.merge_later(&segment.blocks.producers);
         }
     }
 
