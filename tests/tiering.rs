@@ -94,8 +94,15 @@ async fn sealed_segments_move_to_the_bucket_and_read_back_identical() {
         "only the new active WAL segment is left"
     );
     let keys = bucket_keys(&moto.endpoint, url).await;
-    assert_eq!(keys, vec![uploaded[0]["key"].as_str().unwrap().to_string()]);
-    assert!(keys[0].starts_with("v2/segments/"));
+    let segments: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.starts_with("v2/segments/"))
+        .collect();
+    assert_eq!(segments, vec![uploaded[0]["key"].as_str().unwrap()]);
+    assert!(
+        keys.contains(&strata::metadata::snapshot::SNAPSHOT_KEY.to_string()),
+        "{keys:?}"
+    );
 
     let (status, tiers) = http(strata.admin, "GET", "/v1/topics/tiered/partitions").await;
     assert_eq!(status, 200);
@@ -208,4 +215,71 @@ async fn an_unreachable_bucket_trims_nothing_and_the_backlog_uploads_when_it_ret
     assert!(!bucket_keys(&moto.endpoint, "s3://strata-outage")
         .await
         .is_empty());
+}
+
+/// Polls the bucket until its metadata snapshot names `topic` (the broker uploads it as soon as
+/// a topic changes).
+async fn wait_for_snapshot_with(endpoint: &str, url: &str, topic: &str) {
+    let store = strata::object_storage::open(url, Some(endpoint))
+        .await
+        .unwrap();
+    let key = object_store::path::Path::from(strata::metadata::snapshot::SNAPSHOT_KEY);
+    for _ in 0..200 {
+        if let Ok(found) = object_store::ObjectStoreExt::get(store.as_ref(), &key).await {
+            let text = String::from_utf8(found.bytes().await.unwrap().to_vec()).unwrap();
+            if text.contains(&format!("\"{topic}\"")) {
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no metadata snapshot naming {topic} appeared in the bucket");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_on_an_empty_disk_recovers_everything_uploaded_from_the_bucket() {
+    moto::Moto::set_credentials();
+    let moto = moto::Moto::start();
+    moto.create_bucket("strata-disaster");
+    let url = "s3://strata-disaster/prod";
+    let args = ["--object-store", url, "--s3-endpoint", &moto.endpoint];
+    let mut lost = Strata::start_with(&args);
+    let mut conn = Conn::connect(lost.kafka).await;
+    conn.create_topic("survivor", 2).await;
+    produce_mixed(&mut conn, "survivor", 12).await;
+    let (producer_id, _) = conn.init_producer_id().await;
+    let (status, body) = http(lost.admin, "POST", "/v1/indexer/run").await;
+    assert_eq!(status, 200, "{body}");
+    let expected = [
+        conn.fetch_all_raw("survivor", 0, 0).await,
+        conn.fetch_all_raw("survivor", 1, 0).await,
+    ];
+    let high_watermark = conn.high_watermark("survivor", 0).await;
+    wait_for_snapshot_with(&moto.endpoint, url, "survivor").await;
+    lost.kill();
+    drop(lost); // its data directory goes with it
+
+    let fresh = Strata::start_with(&args);
+    let mut conn = Conn::connect(fresh.kafka).await;
+    let recovered = [
+        conn.fetch_all_raw("survivor", 0, 0).await,
+        conn.fetch_all_raw("survivor", 1, 0).await,
+    ];
+    assert_eq!(recovered, expected, "every uploaded record, byte for byte");
+    assert_eq!(conn.high_watermark("survivor", 0).await, high_watermark);
+    let next = conn
+        .produce_ok(
+            "survivor",
+            0,
+            encode_batch(&records(9000, 3), Compression::None, None),
+        )
+        .await;
+    assert_eq!(
+        next, high_watermark,
+        "new offsets continue where the lost broker's ended"
+    );
+    assert!(
+        conn.init_producer_id().await.0 > producer_id,
+        "producer ids never repeat"
+    );
 }
