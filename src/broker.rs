@@ -83,6 +83,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         segment_bytes: config.wal_segment_bytes,
         segment_ms: config.wal_segment_ms,
         group_commit_us: config.wal_group_commit_us,
+        disk_bytes_max: config.wal_disk_bytes_max,
     };
     let wal = Arc::new(Wal::open(wal_options, &topics, data_arrived.clone())?);
     let reader = Reader::new(wal.clone(), object_store.clone(), config.cache_memory_bytes);

@@ -116,6 +116,11 @@ pub struct Config {
     #[arg(long, env = "STRATA_WAL_SEGMENT_MS", default_value_t = 60_000)]
     pub wal_segment_ms: u64,
 
+    /// Local-disk budget of the WAL: while object storage is unreachable, produce keeps working
+    /// until the WAL holds this many bytes, then answers with a retriable error. 0: no limit.
+    #[arg(long, env = "STRATA_WAL_DISK_BYTES_MAX", default_value_t = 16 * 1024 * 1024 * 1024)]
+    pub wal_disk_bytes_max: u64,
+
     /// Group-commit window: how long the WAL writer waits for more appends before one fsync.
     /// 0 syncs as soon as the queue is drained (appends that arrive during a sync share the next).
     #[arg(long, env = "STRATA_WAL_GROUP_COMMIT_US", default_value_t = 0)]

@@ -146,10 +146,12 @@ async fn sealed_segments_move_to_the_bucket_and_read_back_identical() {
     );
 }
 
-/// A TCP proxy the test can switch off: while off, connections are accepted and dropped at once.
+/// A TCP proxy the test can switch off: off, it cuts every open connection (the S3 client keeps
+/// pooled ones) and drops new ones at once.
 struct Switch {
     addr: SocketAddr,
     up: Arc<AtomicBool>,
+    connections: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Switch {
@@ -157,21 +159,38 @@ impl Switch {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
-        let flag = up.clone();
+        let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (flag, open) = (up.clone(), connections.clone());
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if !flag.load(Ordering::SeqCst) {
                     continue;
                 }
                 let target = target.clone();
-                tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     if let Ok(mut server) = TcpStream::connect(&target).await {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                     }
                 });
+                open.lock().unwrap().push(task);
             }
         });
-        Switch { addr, up }
+        Switch {
+            addr,
+            up,
+            connections,
+        }
+    }
+
+    fn set(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+        if !up {
+            self.connections
+                .lock()
+                .unwrap()
+                .drain(..)
+                .for_each(|task| task.abort());
+        }
     }
 }
 
@@ -187,12 +206,14 @@ async fn an_unreachable_bucket_trims_nothing_and_the_backlog_uploads_when_it_ret
         "s3://strata-outage",
         "--s3-endpoint",
         &endpoint,
+        "--wal-disk-bytes-max",
+        "200000",
     ]);
     let mut conn = Conn::connect(strata.kafka).await;
     conn.create_topic("outage", 2).await;
     produce_mixed(&mut conn, "outage", 10).await;
 
-    switch.up.store(false, Ordering::SeqCst);
+    switch.set(false);
     let (status, body) = http(strata.admin, "POST", "/v1/indexer/run").await;
     assert_eq!(status, 502, "{body}");
     assert!(
@@ -200,9 +221,36 @@ async fn an_unreachable_bucket_trims_nothing_and_the_backlog_uploads_when_it_ret
         "the sealed segment stays in the WAL"
     );
     produce_mixed(&mut conn, "outage", 10).await;
+
+    // Produce until the WAL's disk budget is spent: then a retriable KAFKA_STORAGE_ERROR, and
+    // nothing half-written.
+    let high_watermark = conn.high_watermark("outage", 0).await;
+    let mut refused = None;
+    for round in 0..2000 {
+        let answer = conn
+            .produce(
+                "outage",
+                0,
+                encode_batch(&records(round * 50, 50), Compression::None, None),
+            )
+            .await;
+        if answer.error_code != 0 {
+            refused = Some(answer.error_code);
+            break;
+        }
+    }
+    assert_eq!(
+        refused,
+        Some(56),
+        "KAFKA_STORAGE_ERROR once the budget is spent"
+    );
+    assert!(
+        conn.high_watermark("outage", 0).await > high_watermark,
+        "produce kept working until then"
+    );
     let expected = conn.fetch_all_raw("outage", 0, 0).await;
 
-    switch.up.store(true, Ordering::SeqCst);
+    switch.set(true);
     let (status, body) = http(strata.admin, "POST", "/v1/indexer/run").await;
     assert_eq!(status, 200, "{body}");
     assert!(!body["uploaded"].as_array().unwrap().is_empty(), "{body}");

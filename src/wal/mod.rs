@@ -57,6 +57,8 @@ pub enum AppendError {
     Storage(String),
     #[error("the partition was deleted")]
     PartitionDeleted,
+    #[error("the WAL holds its budget of {0} bytes (--wal-disk-bytes-max) until uploads to object storage free space")]
+    DiskBudget(u64),
     #[error(transparent)]
     Sequence(#[from] SequenceError),
 }
@@ -64,7 +66,9 @@ pub enum AppendError {
 impl AppendError {
     pub fn code(&self) -> i16 {
         let error = match self {
-            AppendError::Storage(_) => ResponseError::KafkaStorageError,
+            AppendError::Storage(_) | AppendError::DiskBudget(_) => {
+                ResponseError::KafkaStorageError
+            }
             AppendError::PartitionDeleted => ResponseError::UnknownTopicOrPartition,
             AppendError::Sequence(SequenceError::OutOfOrder { .. }) => {
                 ResponseError::OutOfOrderSequenceNumber
@@ -106,6 +110,8 @@ pub struct WalOptions {
     pub segment_bytes: u64,
     pub segment_ms: u64,
     pub group_commit_us: u64,
+    /// Appends are refused (retriably) once the WAL holds this many bytes; 0 for no limit.
+    pub disk_bytes_max: u64,
 }
 
 /// Open segment files, shared by the writer (which appends to the last) and readers.
@@ -113,6 +119,8 @@ pub struct SegmentFiles {
     files: RwLock<BTreeMap<u64, Arc<File>>>,
     /// The segment the writer appends to; every lower id is sealed.
     active: AtomicU64,
+    /// Bytes of every segment on disk.
+    bytes: AtomicU64,
     /// Notified when a segment is sealed (wakes the indexer).
     sealed: Notify,
 }
@@ -142,6 +150,7 @@ impl SegmentFiles {
 
 pub struct Wal {
     dir: PathBuf,
+    disk_bytes_max: u64,
     sender: mpsc::Sender<Command>,
     files: Arc<SegmentFiles>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -157,6 +166,7 @@ impl Wal {
         data_arrived: Arc<Notify>,
     ) -> Result<Wal, WalError> {
         let dir = options.dir.clone();
+        let disk_bytes_max = options.disk_bytes_max;
         let io = |source| WalError::Io {
             path: dir.clone(),
             source,
@@ -166,12 +176,14 @@ impl Wal {
         let files = Arc::new(SegmentFiles {
             files: RwLock::new(BTreeMap::new()),
             active: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
             sealed: Notify::new(),
         });
         let mut active = None;
         for (n, &id) in ids.iter().enumerate() {
             let is_last = n + 1 == ids.len();
             let length = replay_segment(&options.dir, id, is_last, topics)?;
+            files.bytes.fetch_add(length, Ordering::AcqRel);
             let file =
                 Arc::new(open_segment(&segment::segment_path(&options.dir, id)).map_err(io)?);
             files.insert(id, file.clone());
@@ -184,6 +196,9 @@ impl Wal {
             None => {
                 let file = Arc::new(create_segment(&options.dir, 1).map_err(io)?);
                 files.insert(1, file.clone());
+                files
+                    .bytes
+                    .fetch_add(SEGMENT_HEADER_BYTES, Ordering::AcqRel);
                 (1, file, SEGMENT_HEADER_BYTES)
             }
         };
@@ -197,6 +212,7 @@ impl Wal {
             .map_err(io)?;
         Ok(Wal {
             dir,
+            disk_bytes_max,
             sender,
             files,
             writer: Mutex::new(Some(handle)),
@@ -212,6 +228,10 @@ impl Wal {
         batches: Vec<(BatchHeader, Bytes)>,
     ) -> AppendReply {
         let (reply, receiver) = oneshot::channel();
+        if self.over_budget() {
+            let _ = reply.send(Err(AppendError::DiskBudget(self.disk_bytes_max)));
+            return receiver;
+        }
         let request = AppendRequest {
             partition,
             batches,
@@ -296,23 +316,27 @@ impl Wal {
                 "WAL segment {id} is not sealed"
             )));
         }
+        let path = segment::segment_path(&self.dir, id);
+        let length = std::fs::metadata(&path)?.len();
         self.files
             .files
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
-        std::fs::remove_file(segment::segment_path(&self.dir, id))?;
+        std::fs::remove_file(&path)?;
+        self.files.bytes.fetch_sub(length, Ordering::AcqRel);
         sync_dir(&self.dir)
+    }
+
+    /// Whether the WAL has reached its disk budget (the bucket is not keeping up or not
+    /// reachable): appends are refused with a retriable error until uploads free space.
+    pub fn over_budget(&self) -> bool {
+        self.disk_bytes_max > 0 && self.disk_bytes() >= self.disk_bytes_max
     }
 
     /// Bytes of WAL on disk.
     pub fn disk_bytes(&self) -> u64 {
-        let files = self.files.files.read().unwrap_or_else(|p| p.into_inner());
-        files
-            .values()
-            .filter_map(|f| f.metadata().ok())
-            .map(|m| m.len())
-            .sum()
+        self.files.bytes.load(Ordering::Acquire)
     }
 
     /// Stops the writer after everything queued before this call is written and synced.

@@ -39,6 +39,7 @@ fn options(dir: &Path, segment_bytes: u64) -> WalOptions {
         segment_bytes,
         segment_ms: 60_000,
         group_commit_us: 0,
+        disk_bytes_max: 0,
     }
 }
 
@@ -241,4 +242,64 @@ async fn entries_of_a_deleted_topic_are_skipped_on_replay() {
         "only the new topic's batch, at offset 0"
     );
     opened.wal.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn appends_are_refused_once_the_disk_budget_is_spent_and_resume_when_space_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let metadata = Arc::new(Metadata::open(&dir.path().join("meta")).unwrap());
+    let topics = Topics::load(metadata);
+    topics.create("t", 1, BTreeMap::new(), false).unwrap();
+    let mut options = options(dir.path(), 1 << 20);
+    options.disk_bytes_max = 4096;
+    let wal = Wal::open(options, &topics, Arc::new(Notify::new())).unwrap();
+    let partition = topics.get("t").unwrap().partition(0).unwrap().clone();
+    let mut refused = None;
+    for n in 0..100 {
+        let reply = wal
+            .append(partition.clone(), vec![batch(5, n)])
+            .await
+            .await
+            .unwrap();
+        if let Err(error) = reply {
+            refused = Some((n, error));
+            break;
+        }
+    }
+    let (n, error) = refused.expect("the budget is enforced");
+    assert!(matches!(error, AppendError::DiskBudget(4096)), "{error}");
+    assert!(n > 3, "appends went through until the budget was spent");
+    assert!(wal.disk_bytes() >= 4096);
+    let high_watermark = partition.offsets().1;
+    wal.roll().await;
+    let sealed = wal.sealed_segments();
+    tokio::task::spawn_blocking({
+        let sealed = sealed.clone();
+        let wal_dir = dir.path().join("wal");
+        move || {
+            sealed.iter().for_each(|id| {
+                std::fs::metadata(segment::segment_path(&wal_dir, *id))
+                    .map(|_| ())
+                    .unwrap()
+            })
+        }
+    })
+    .await
+    .unwrap();
+    for id in sealed {
+        wal.remove_segment(id).unwrap();
+    }
+    assert!(wal.disk_bytes() < 4096);
+    assert!(wal
+        .append(partition.clone(), vec![batch(5, 200)])
+        .await
+        .await
+        .unwrap()
+        .is_ok());
+    assert_eq!(
+        partition.offsets().1,
+        high_watermark + 5,
+        "refused appends took no offsets"
+    );
+    wal.close().await;
 }

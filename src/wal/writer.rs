@@ -4,6 +4,7 @@
 //! to the last synced length and hands the offsets out again: nothing unsynced is acknowledged.
 
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -260,6 +261,9 @@ impl Writer {
                 return;
             }
             self.active.length += group.buffer.len() as u64;
+            self.files
+                .bytes
+                .fetch_add(group.buffer.len() as u64, Ordering::AcqRel);
         }
         for (partition, location) in &group.publish {
             partition.lock().publish(*location);
@@ -323,6 +327,9 @@ impl Writer {
             Ok(file) => {
                 let file = Arc::new(file);
                 self.files.insert(id, file.clone());
+                self.files
+                    .bytes
+                    .fetch_add(segment::SEGMENT_HEADER_BYTES, Ordering::AcqRel);
                 self.active = Active {
                     id,
                     file,
