@@ -105,6 +105,9 @@ async fn restart_keeps_everything(first: Stop, second: Stop, extra_args: &[&str]
     let mut conn = Conn::connect(strata.kafka).await;
     conn.create_topic("r3", 3).await;
     conn.create_topic("r1", 1).await;
+    // Small WAL segments are uploaded (and would expire) while the test runs.
+    conn.keep_forever("r3").await;
+    conn.keep_forever("r1").await;
     let partitions = [("r3", 0), ("r3", 1), ("r3", 2), ("r1", 0)];
     for (round, (topic, partition)) in partitions.iter().enumerate() {
         write_mix(&mut conn, topic, *partition, round).await;

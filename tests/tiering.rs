@@ -78,6 +78,7 @@ async fn sealed_segments_move_to_the_bucket_and_read_back_identical() {
     let mut strata = Strata::start_with(&["--object-store", url, "--s3-endpoint", &moto.endpoint]);
     let mut conn = Conn::connect(strata.kafka).await;
     conn.create_topic("tiered", 2).await;
+    conn.keep_forever("tiered").await;
     produce_mixed(&mut conn, "tiered", 20).await;
     let hot = [
         conn.fetch_all_raw("tiered", 0, 0).await,
@@ -211,6 +212,7 @@ async fn an_unreachable_bucket_trims_nothing_and_the_backlog_uploads_when_it_ret
     ]);
     let mut conn = Conn::connect(strata.kafka).await;
     conn.create_topic("outage", 2).await;
+    conn.keep_forever("outage").await;
     produce_mixed(&mut conn, "outage", 10).await;
 
     switch.set(false);
@@ -294,6 +296,7 @@ async fn a_broker_on_an_empty_disk_recovers_everything_uploaded_from_the_bucket(
     let mut lost = Strata::start_with(&args);
     let mut conn = Conn::connect(lost.kafka).await;
     conn.create_topic("survivor", 2).await;
+    conn.keep_forever("survivor").await;
     produce_mixed(&mut conn, "survivor", 12).await;
     let (producer_id, _) = conn.init_producer_id().await;
     let (status, body) = http(lost.admin, "POST", "/v1/indexer/run").await;
@@ -329,5 +332,117 @@ async fn a_broker_on_an_empty_disk_recovers_everything_uploaded_from_the_bucket(
     assert!(
         conn.init_producer_id().await.0 > producer_id,
         "producer ids never repeat"
+    );
+}
+
+async fn delete_records(conn: &mut Conn, topic: &str, offset: i64) -> i64 {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::DeleteRecordsRequest;
+    let request = DeleteRecordsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(common::name(topic))
+            .with_partitions(vec![DeleteRecordsPartition::default()
+                .with_partition_index(0)
+                .with_offset(offset)])]);
+    let response = conn.call(2, request).await;
+    let answer = &response.topics[0].partitions[0];
+    assert_eq!(answer.error_code, 0, "{response:?}");
+    answer.low_watermark
+}
+
+async fn delete_topic(conn: &mut Conn, topic: &str) {
+    use kafka_protocol::messages::DeleteTopicsRequest;
+    let request = DeleteTopicsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topic_names(vec![common::name(topic)]);
+    let response = conn.call(4, request).await;
+    assert_eq!(response.responses[0].error_code, 0, "{response:?}");
+}
+
+fn segment_keys(keys: &[String]) -> Vec<&String> {
+    keys.iter()
+        .filter(|k| k.starts_with("v2/segments/"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_delete_records_and_delete_topics_remove_data_from_both_tiers() {
+    moto::Moto::set_credentials();
+    let moto = moto::Moto::start();
+    moto.create_bucket("strata-retention");
+    let url = "s3://strata-retention";
+    let mut strata = Strata::start_with(&["--object-store", url, "--s3-endpoint", &moto.endpoint]);
+    let mut conn = Conn::connect(strata.kafka).await;
+    for topic in ["keep", "expire"] {
+        conn.create_topic(topic, 1).await;
+        conn.keep_forever(topic).await;
+        for round in 0..4 {
+            conn.produce_ok(
+                topic,
+                0,
+                encode_batch(&records(round * 25, 25), Compression::Lz4, None),
+            )
+            .await;
+        }
+    }
+    let (status, body) = http(strata.admin, "POST", "/v1/indexer/run").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        segment_keys(&bucket_keys(&moto.endpoint, url).await).len(),
+        1,
+        "one object holds both topics"
+    );
+
+    // DeleteRecords: offsets below 30 are gone, durably.
+    assert_eq!(delete_records(&mut conn, "keep", 30).await, 30);
+    assert_eq!(
+        conn.fetch("keep", 0, 10, 0, 0).await.error_code,
+        1,
+        "OFFSET_OUT_OF_RANGE below the log start"
+    );
+    assert_eq!(conn.list_offset("keep", 0, -2).await.0, 30);
+
+    // retention.ms=0 expires everything of "expire" in the bucket; "keep" still needs the object.
+    conn.set_topic_config("expire", "retention.ms", "0").await;
+    let (status, body) = http(strata.admin, "POST", "/v1/indexer/run").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        conn.list_offset("expire", 0, -2).await.0,
+        100,
+        "the log start moved past the expired object"
+    );
+    assert_eq!(conn.fetch("expire", 0, 0, 0, 0).await.error_code, 1);
+    assert_eq!(
+        segment_keys(&bucket_keys(&moto.endpoint, url).await).len(),
+        1,
+        "still referenced by `keep`"
+    );
+
+    strata.restart();
+    let mut conn = Conn::connect(strata.kafka).await;
+    assert_eq!(
+        conn.list_offset("keep", 0, -2).await.0,
+        30,
+        "DeleteRecords survives a restart"
+    );
+    assert_eq!(
+        conn.list_offset("expire", 0, -2).await.0,
+        100,
+        "retention survives a restart"
+    );
+    let kept = conn.fetch_all_raw("keep", 0, 30).await;
+    assert!(!kept.is_empty());
+
+    // Deleting the last topic that needs the object deletes it from the bucket.
+    delete_topic(&mut conn, "keep").await;
+    let (status, body) = http(strata.admin, "POST", "/v1/indexer/run").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["retention"]["objects_deleted"], 1, "{body}");
+    assert!(
+        segment_keys(&bucket_keys(&moto.endpoint, url).await).is_empty(),
+        "no data left in the bucket"
     );
 }

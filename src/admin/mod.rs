@@ -64,7 +64,7 @@ async fn run_indexer(State(state): State<AdminState>) -> Response {
         return not_running();
     };
     match indexer::seal_and_run(&broker).await {
-        Ok(uploaded) => Json(json!({ "uploaded": uploaded })).into_response(),
+        Ok(run) => Json(run).into_response(),
         Err(e) => error(StatusCode::BAD_GATEWAY, e),
     }
 }

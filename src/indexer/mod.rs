@@ -16,6 +16,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use serde::Serialize;
 use uuid::Uuid;
 
+pub mod retention;
+
 use crate::broker::Broker;
 use crate::limits;
 use crate::metadata::catalog::CatalogEntry;
@@ -42,6 +44,8 @@ pub enum IndexerError {
         key: String,
         source: crate::metadata::MetadataError,
     },
+    #[error("retention: {0}")]
+    Retention(String),
     #[error("deleting WAL segment {id}: {source}")]
     Trim { id: u64, source: std::io::Error },
 }
@@ -91,18 +95,36 @@ pub async fn run(broker: Arc<Broker>) {
     }
 }
 
-/// Indexes every sealed segment now, oldest first; stops at the first failure.
-pub async fn run_once(broker: &Arc<Broker>) -> Result<Vec<Uploaded>, IndexerError> {
-    let _one_at_a_time = broker.indexer_lock.lock().await;
-    index_sealed(broker).await
+/// What one indexer run did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Run {
+    pub uploaded: Vec<Uploaded>,
+    pub retention: retention::Swept,
 }
 
-/// Seals the active WAL segment and indexes everything sealed, reporting what this call
+/// Indexes every sealed segment now, oldest first (stopping at the first failure), then
+/// applies retention.
+pub async fn run_once(broker: &Arc<Broker>) -> Result<Run, IndexerError> {
+    let _one_at_a_time = broker.indexer_lock.lock().await;
+    let uploaded = index_sealed(broker).await?;
+    let retention = retention::enforce(broker).await?;
+    Ok(Run {
+        uploaded,
+        retention,
+    })
+}
+
+/// Seals the active WAL segment, then does what `run_once` does, reporting what this call
 /// uploaded (the background run cannot take the freshly sealed segment in between).
-pub async fn seal_and_run(broker: &Arc<Broker>) -> Result<Vec<Uploaded>, IndexerError> {
+pub async fn seal_and_run(broker: &Arc<Broker>) -> Result<Run, IndexerError> {
     let _one_at_a_time = broker.indexer_lock.lock().await;
     broker.wal.roll().await;
-    index_sealed(broker).await
+    let uploaded = index_sealed(broker).await?;
+    let retention = retention::enforce(broker).await?;
+    Ok(Run {
+        uploaded,
+        retention,
+    })
 }
 
 async fn index_sealed(broker: &Arc<Broker>) -> Result<Vec<Uploaded>, IndexerError> {

@@ -73,6 +73,20 @@ impl Catalog {
         read_entry(&path).map(Some)
     }
 
+    /// Forgets an entry whose object was deleted.
+    pub fn remove(&self, entry: &CatalogEntry) -> Result<(), MetadataError> {
+        let path = self.path(&entry.incarnation, entry.wal_segment_id);
+        let io = |source| MetadataError::Io {
+            path: path.clone(),
+            source,
+        };
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.dir).map_err(io),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(e)),
+        }
+    }
+
     /// Makes an entry durable (temporary file, fsync, rename, fsync the directory).
     pub fn commit(&self, entry: &CatalogEntry) -> Result<(), MetadataError> {
         let path = self.path(&entry.incarnation, entry.wal_segment_id);

@@ -60,6 +60,14 @@ pub struct MetadataDoc {
     /// on a new disk never overwrites the objects of the one before.
     #[serde(default = "new_incarnation")]
     pub incarnation: String,
+    /// Log start offsets moved by retention or DeleteRecords, by `log_start_key`.
+    #[serde(default)]
+    pub log_start_offsets: BTreeMap<String, i64>,
+}
+
+/// The key of a partition in `MetadataDoc::log_start_offsets`.
+pub fn log_start_key(topic_id: &Uuid, partition: i32) -> String {
+    format!("{topic_id}/{partition}")
 }
 
 struct ProducerIds {
@@ -107,6 +115,7 @@ impl Metadata {
                 producer_id_reserved_until: 0,
                 topics: Vec::new(),
                 incarnation: new_incarnation(),
+                log_start_offsets: BTreeMap::new(),
             },
             Err(source) => return Err(MetadataError::Io { path, source }),
         };

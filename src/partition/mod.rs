@@ -227,10 +227,25 @@ impl PartitionState {
             .map_or(self.log_start_offset, |s| s.last_offset() + 1)
     }
 
+    /// Moves the log start offset forward (never back): offsets below it are gone. Remote
+    /// segments wholly below it are detached (the indexer deletes objects nobody references).
+    pub fn move_log_start(&mut self, offset: i64) -> bool {
+        if offset <= self.log_start_offset {
+            return false;
+        }
+        self.log_start_offset = offset;
+        self.high_watermark = self.high_watermark.max(offset);
+        self.next_offset = self.next_offset.max(offset);
+        self.remote.retain(|s| s.last_offset() >= offset);
+        true
+    }
+
     /// Records an object in the bucket that holds this partition's batches. At start-up this
     /// comes before WAL replay, so the high watermark covers what was uploaded.
     pub fn attach_remote(&mut self, segment: Arc<RemoteSegment>) {
-        if self.remote.iter().any(|s| s.key == segment.key) {
+        if self.remote.iter().any(|s| s.key == segment.key)
+            || segment.last_offset() < self.log_start_offset
+        {
             return;
         }
         let at = self
@@ -238,7 +253,7 @@ impl PartitionState {
             .partition_point(|s| s.base_offset() < segment.base_offset());
         let end = segment.last_offset() + 1;
         if self.remote.is_empty() && self.batches.is_empty() && self.high_watermark == 0 {
-            self.log_start_offset = segment.base_offset();
+            self.log_start_offset = self.log_start_offset.max(segment.base_offset());
         }
         self.remote.insert(at, segment);
         if end > self.high_watermark {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::config::{self, ConfigError};
 use super::Partition;
 use crate::limits;
-use crate::metadata::{Metadata, MetadataError, TopicRecord};
+use crate::metadata::{log_start_key, Metadata, MetadataError, TopicRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
@@ -103,10 +103,17 @@ impl Topics {
     /// The registry as the durable metadata describes it.
     pub fn load(metadata: Arc<Metadata>) -> Topics {
         let mut maps = Maps::default();
+        let log_starts = metadata.doc().log_start_offsets;
         for record in metadata.topics() {
             let name: Arc<str> = record.name.as_str().into();
             let partitions = (0..record.partitions)
-                .map(|i| Arc::new(Partition::new(name.clone(), record.id, i)))
+                .map(|i| {
+                    let partition = Arc::new(Partition::new(name.clone(), record.id, i));
+                    if let Some(&start) = log_starts.get(&log_start_key(&record.id, i)) {
+                        partition.lock().move_log_start(start);
+                    }
+                    partition
+                })
                 .collect();
             maps.insert(Arc::new(Topic {
                 name,
@@ -189,12 +196,30 @@ impl Topics {
             .get(name)
             .cloned()
             .ok_or_else(|| TopicError::NotFound(name.to_string()))?;
-        self.metadata
-            .update(|doc| doc.topics.retain(|t| t.id != topic.id))?;
+        let prefix = format!("{}/", topic.id);
+        self.metadata.update(|doc| {
+            doc.topics.retain(|t| t.id != topic.id);
+            doc.log_start_offsets
+                .retain(|key, _| !key.starts_with(&prefix));
+        })?;
         maps.by_name.remove(name);
         maps.by_id.remove(&topic.id);
         topic.partitions.iter().for_each(|p| p.mark_deleted());
         Ok(topic)
+    }
+
+    /// Makes moved log start offsets durable: `(topic id, partition, log start offset)`.
+    pub fn save_log_starts(&self, moved: &[(Uuid, i32, i64)]) -> Result<(), TopicError> {
+        if moved.is_empty() {
+            return Ok(());
+        }
+        self.metadata.update(|doc| {
+            for (topic_id, partition, start) in moved {
+                doc.log_start_offsets
+                    .insert(log_start_key(topic_id, *partition), *start);
+            }
+        })?;
+        Ok(())
     }
 
     /// Grows a topic to `count` partitions.

@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 use kafka_protocol::messages::{
-    ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, FetchRequest, InitProducerIdRequest,
-    ListOffsetsRequest, MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest,
+    ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, FetchRequest,
+    IncrementalAlterConfigsRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest,
+    OffsetForLeaderEpochRequest, ProduceRequest,
 };
 use kafka_protocol::protocol::{Message, Request, VersionRange};
 
@@ -48,6 +49,8 @@ pub const APIS: &[ApiKey] = &[
     ApiKey::DescribeConfigs,
     ApiKey::CreatePartitions,
     ApiKey::DescribeCluster,
+    ApiKey::DeleteRecords,
+    ApiKey::IncrementalAlterConfigs,
 ];
 
 /// The versions of `api` this broker serves, or `None` if it does not serve it: those the
@@ -67,6 +70,8 @@ pub fn versions(api: ApiKey) -> Option<VersionRange> {
         ApiKey::DescribeConfigs => codable::<DescribeConfigsRequest>(),
         ApiKey::CreatePartitions => codable::<CreatePartitionsRequest>(),
         ApiKey::DescribeCluster => codable::<DescribeClusterRequest>(),
+        ApiKey::DeleteRecords => codable::<DeleteRecordsRequest>(),
+        ApiKey::IncrementalAlterConfigs => codable::<IncrementalAlterConfigsRequest>(),
         _ => return None,
     };
     Some(codable.intersect(&api.valid_versions()))
@@ -121,6 +126,14 @@ pub async fn dispatch(
         RequestKind::DescribeCluster(request) => Reply::ready(ResponseKind::DescribeCluster(
             api::describe_cluster::handle(broker, request),
         )),
+        RequestKind::DeleteRecords(request) => Reply::ready(ResponseKind::DeleteRecords(
+            api::delete_records::handle(broker, request),
+        )),
+        RequestKind::IncrementalAlterConfigs(request) => {
+            Reply::ready(ResponseKind::IncrementalAlterConfigs(
+                api::incremental_alter_configs::handle(broker, request),
+            ))
+        }
         other => {
             let api = ApiKey::try_from(header.request_api_key).unwrap_or(ApiKey::ApiVersions);
             tracing::warn!(

@@ -369,7 +369,7 @@ fn replay_segment(dir: &Path, id: u64, is_last: bool, topics: &Topics) -> Result
             bytes: entry.batch.len() as u32,
         };
         let mut state = partition.lock();
-        if location.base_offset < state.high_watermark {
+        if location.last_offset < state.high_watermark {
             tracing::debug!(topic = %topic.name, partition = entry.partition, offset = location.base_offset,
                 "WAL replay: skipping a batch below the high watermark");
             return;

@@ -525,6 +525,31 @@ impl Conn {
         answer
     }
 
+    /// Sets one topic config with IncrementalAlterConfigs, asserting success.
+    pub async fn set_topic_config(&mut self, topic: &str, config: &str, value: &str) {
+        use kafka_protocol::messages::incremental_alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(str_bytes(topic))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(str_bytes(config))
+                    .with_config_operation(0)
+                    .with_value(Some(str_bytes(value)))]),
+        ]);
+        let response = self.call(1, request).await;
+        assert_eq!(response.responses[0].error_code, 0, "{response:?}");
+    }
+
+    /// Turns retention off for a topic. Test records carry 2023 timestamps, which the default
+    /// retention.ms (7 days) expires as soon as they are uploaded to the bucket.
+    pub async fn keep_forever(&mut self, topic: &str) {
+        self.set_topic_config(topic, "retention.ms", "-1").await;
+    }
+
     /// Produces and asserts success; returns the base offset.
     pub async fn produce_ok(&mut self, topic: &str, partition: i32, records: Bytes) -> i64 {
         let answer = self.produce(topic, partition, records).await;
