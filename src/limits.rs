@@ -83,3 +83,6 @@ pub const METADATA_SNAPSHOT_MS: u64 = 5_000;
 /// Producer ids a broker restored from a snapshot skips, beyond the snapshot's reservation:
 /// the lost broker may have reserved more blocks after its last snapshot.
 pub const PRODUCER_ID_RESTORE_MARGIN: i64 = 1_000_000;
+
+/// Memory the Tantivy writer of one segment object may use while indexing (one thread).
+pub const INDEX_WRITER_BYTES: usize = 32 * 1024 * 1024;

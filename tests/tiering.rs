@@ -69,6 +69,53 @@ async fn bucket_keys(endpoint: &str, url: &str) -> Vec<String> {
     listed.iter().map(|m| m.location.to_string()).collect()
 }
 
+/// Reads an object's footer from the bucket, lays its Tantivy index out in a directory, and
+/// checks that it finds `expected` records of partition 0 (and every one of them by key text).
+async fn assert_object_index_finds(endpoint: &str, url: &str, key: &str, expected: usize) {
+    let store = strata::object_storage::open(url, Some(endpoint))
+        .await
+        .unwrap();
+    let location = object_store::path::Path::from(key);
+    let size = object_store::ObjectStoreExt::head(store.as_ref(), &location)
+        .await
+        .unwrap()
+        .size;
+    let footer = strata::metadata::snapshot::read_footer(store.as_ref(), &location, size)
+        .await
+        .unwrap();
+    assert!(
+        footer.index_files.iter().any(|f| f.name == "meta.json"),
+        "{:?}",
+        footer.index_files
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for file in &footer.index_files {
+        let bytes = object_store::ObjectStoreExt::get_range(
+            store.as_ref(),
+            &location,
+            file.start..file.end,
+        )
+        .await
+        .unwrap();
+        std::fs::write(dir.path().join(&file.name), bytes).unwrap();
+    }
+    let index = tantivy::Index::open_in_dir(dir.path()).unwrap();
+    let searcher = index.reader().unwrap().searcher();
+    let (_, fields) = strata::segment::index::schema();
+    let parser = tantivy::query::QueryParser::for_index(&index, vec![fields.key]);
+    let count = |q: &str| {
+        searcher
+            .search(&parser.parse_query(q).unwrap(), &tantivy::collector::Count)
+            .unwrap()
+    };
+    assert_eq!(count("partition:0"), expected);
+    assert_eq!(
+        count("key:key"),
+        2 * expected,
+        "every record's key is searchable text"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_segments_move_to_the_bucket_and_read_back_identical() {
     moto::Moto::set_credentials();
@@ -104,6 +151,8 @@ async fn sealed_segments_move_to_the_bucket_and_read_back_identical() {
         keys.contains(&strata::metadata::snapshot::SNAPSHOT_KEY.to_string()),
         "{keys:?}"
     );
+
+    assert_object_index_finds(&moto.endpoint, url, segments[0], 500).await;
 
     let (status, tiers) = http(strata.admin, "GET", "/v1/topics/tiered/partitions").await;
     assert_eq!(status, 200);

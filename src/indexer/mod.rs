@@ -23,6 +23,8 @@ use crate::limits;
 use crate::metadata::catalog::CatalogEntry;
 use crate::partition::{RemoteSegment, Topics};
 use crate::protocol::record_batch::BatchHeader;
+use crate::segment::canonical::CanonicalBatch;
+use crate::segment::index::IndexBuilder;
 use crate::segment::object::{Footer, ObjectBuilder};
 
 #[derive(Debug, thiserror::Error)]
@@ -211,18 +213,21 @@ async fn build(broker: &Arc<Broker>, id: u64) -> Result<(Bytes, Footer), Indexer
                 }
             })
             .map_err(|source| IndexerError::Wal { id, source })?;
+        let failed = |reason: String| IndexerError::Build { id, reason };
         let mut builder = ObjectBuilder::default();
+        let mut index = IndexBuilder::new(&broker.config.data_dir.join("tmp"))
+            .map_err(|e| failed(e.to_string()))?;
         for ((topic_id, partition), batches) in partitions {
             builder.start_partition(topic_id, partition);
             for (header, batch) in batches {
                 builder
                     .add_batch(&header, &batch)
-                    .map_err(|e| IndexerError::Build {
-                        id,
-                        reason: e.to_string(),
-                    })?;
+                    .map_err(|e| failed(e.to_string()))?;
+                index_batch(&mut index, &topic_id, partition, &header, &batch)
+                    .map_err(|e| failed(e.to_string()))?;
             }
         }
+        builder.add_index_files(index.finish().map_err(|e| failed(e.to_string()))?);
         Ok(builder.finish())
     })
     .await
@@ -230,6 +235,25 @@ async fn build(broker: &Arc<Broker>, id: u64) -> Result<(Bytes, Footer), Indexer
         id,
         reason: e.to_string(),
     })?
+}
+
+/// Decodes a batch as formed into `CanonicalBatch` and indexes its records. A batch whose
+/// records cannot be decoded (it passed its CRC, so the producer wrote it that way) is stored
+/// and served all the same, only left out of the index: it must never stop uploads.
+fn index_batch(
+    index: &mut IndexBuilder,
+    topic_id: &Uuid,
+    partition: i32,
+    header: &BatchHeader,
+    batch: &[u8],
+) -> Result<(), crate::segment::index::IndexError> {
+    match CanonicalBatch::from_batch(batch) {
+        Ok(canonical) => index.add_batch(topic_id, partition, &canonical),
+        Err(error) => {
+            tracing::warn!(%topic_id, partition, offset = header.base_offset, %error, "batch stored but not indexed");
+            Ok(())
+        }
+    }
 }
 
 async fn upload(store: &dyn ObjectStore, key: &Path, object: Bytes) -> Result<(), IndexerError> {

@@ -143,7 +143,10 @@ mod tests {
                 wal_segment_id: id,
                 key: format!("k{id}"),
                 object_bytes: id * 10,
-                footer: Footer { partitions: vec![] },
+                footer: Footer {
+                    partitions: vec![],
+                    index_files: vec![],
+                },
             };
             catalog.commit(&entry).unwrap();
         }

@@ -4,4 +4,5 @@
 
 pub mod canonical;
 pub mod codec;
+pub mod index;
 pub mod object;

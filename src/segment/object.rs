@@ -85,9 +85,19 @@ impl PartitionBlocks {
     }
 }
 
+/// One file of the object's Tantivy index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexFile {
+    pub name: String,
+    pub start: u64,
+    pub end: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Footer {
     pub partitions: Vec<PartitionBlocks>,
+    /// The Tantivy index over every record in the object.
+    pub index_files: Vec<IndexFile>,
 }
 
 impl Footer {
@@ -104,6 +114,7 @@ pub struct ObjectBuilder {
     body: BytesMut,
     partitions: Vec<PartitionBlocks>,
     open: Option<Block>,
+    index_files: Vec<IndexFile>,
 }
 
 impl Default for ObjectBuilder {
@@ -116,6 +127,7 @@ impl Default for ObjectBuilder {
             body,
             partitions: Vec::new(),
             open: None,
+            index_files: Vec::new(),
         }
     }
 }
@@ -184,12 +196,24 @@ impl ObjectBuilder {
         }
     }
 
+    /// Adds the index files after the data blocks (call after the last batch).
+    pub fn add_index_files(&mut self, files: Vec<(String, Vec<u8>)>) {
+        self.close_block();
+        for (name, bytes) in files {
+            let start = self.body.len() as u64;
+            self.body.put_slice(&bytes);
+            let end = self.body.len() as u64;
+            self.index_files.push(IndexFile { name, start, end });
+        }
+    }
+
     /// The finished object and its footer.
     pub fn finish(mut self) -> (Bytes, Footer) {
         self.close_block();
         self.partitions.retain(|p| !p.blocks.is_empty());
         let footer = Footer {
             partitions: self.partitions,
+            index_files: self.index_files,
         };
         let encoded = bincode::serde::encode_to_vec(&footer, bincode::config::standard())
             .expect("footer serializes");

@@ -1,0 +1,201 @@
+//! The Tantivy index inside each segment object: one document per record, built from
+//! `CanonicalRecord`s. Fast fields `partition`, `offset`, `timestamp` (and `topic_id` as an exact
+//! term) locate a hit; `key` and `value` are searchable text; headers are a JSON field, so
+//! `header.<name>:term` finds a header value. The index is built in a temporary directory off
+//! the async executor and its files are packed into the object, after the data blocks.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use tantivy::schema::{Field, OwnedValue, Schema, FAST, INDEXED, STRING, TEXT};
+use tantivy::{Index, IndexWriter, TantivyDocument};
+use uuid::Uuid;
+
+use super::canonical::CanonicalBatch;
+use crate::limits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("tantivy: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    #[error("index directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The schema's fields.
+pub struct Fields {
+    pub topic_id: Field,
+    pub partition: Field,
+    pub offset: Field,
+    pub timestamp: Field,
+    pub key: Field,
+    pub value: Field,
+    pub header: Field,
+}
+
+/// The schema every segment index uses (the object's format version covers it).
+pub fn schema() -> (Schema, Fields) {
+    let mut builder = Schema::builder();
+    let fields = Fields {
+        topic_id: builder.add_text_field("topic_id", STRING | FAST),
+        partition: builder.add_i64_field("partition", INDEXED | FAST),
+        offset: builder.add_i64_field("offset", INDEXED | FAST),
+        timestamp: builder.add_i64_field("timestamp", INDEXED | FAST),
+        key: builder.add_text_field("key", TEXT),
+        value: builder.add_text_field("value", TEXT),
+        header: builder.add_json_field("header", TEXT),
+    };
+    (builder.build(), fields)
+}
+
+/// Builds the index of one object, a batch at a time (so memory stays bounded by the writer's
+/// budget, not by the segment), in a temporary directory.
+pub struct IndexBuilder {
+    dir: tempfile::TempDir,
+    fields: Fields,
+    writer: IndexWriter<TantivyDocument>,
+}
+
+impl IndexBuilder {
+    /// Starts an index in a new temporary directory under `parent`.
+    pub fn new(parent: &Path) -> Result<IndexBuilder, IndexError> {
+        std::fs::create_dir_all(parent)?;
+        let dir = tempfile::TempDir::new_in(parent)?;
+        let (schema, fields) = schema();
+        let index = Index::create_in_dir(dir.path(), schema)?;
+        let writer = index.writer_with_num_threads(1, limits::INDEX_WRITER_BYTES)?;
+        Ok(IndexBuilder {
+            dir,
+            fields,
+            writer,
+        })
+    }
+
+    /// Indexes every record of a batch. Keys, values and header values that are not UTF-8 are
+    /// left out of the index (the records themselves are stored either way).
+    pub fn add_batch(
+        &mut self,
+        topic_id: &Uuid,
+        partition: i32,
+        batch: &CanonicalBatch,
+    ) -> Result<(), IndexError> {
+        let topic_id = topic_id.to_string();
+        let fields = &self.fields;
+        for record in &batch.records {
+            let mut document = TantivyDocument::default();
+            document.add_text(fields.topic_id, &topic_id);
+            document.add_i64(fields.partition, i64::from(partition));
+            document.add_i64(fields.offset, record.offset);
+            document.add_i64(fields.timestamp, record.timestamp);
+            if let Some(key) = record
+                .key
+                .as_deref()
+                .and_then(|k| std::str::from_utf8(k).ok())
+            {
+                document.add_text(fields.key, key);
+            }
+            if let Some(value) = record
+                .value
+                .as_deref()
+                .and_then(|v| std::str::from_utf8(v).ok())
+            {
+                document.add_text(fields.value, value);
+            }
+            let headers: BTreeMap<String, OwnedValue> = record
+                .headers
+                .iter()
+                .filter_map(|h| {
+                    let name = std::str::from_utf8(&h.key).ok()?;
+                    let value = std::str::from_utf8(h.value.as_deref()?).ok()?;
+                    Some((name.to_string(), OwnedValue::Str(value.to_string())))
+                })
+                .collect();
+            if !headers.is_empty() {
+                document.add_object(fields.header, headers);
+            }
+            self.writer.add_document(document)?;
+        }
+        Ok(())
+    }
+
+    /// Commits the index and returns its files (name, bytes); the directory is removed.
+    pub fn finish(mut self) -> Result<Vec<(String, Vec<u8>)>, IndexError> {
+        self.writer.commit()?;
+        self.writer.wait_merging_threads()?;
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(self.dir.path())? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.ends_with(".lock") {
+                continue;
+            }
+            files.push((name, std::fs::read(entry.path())?));
+        }
+        files.sort();
+        Ok(files)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::record_batch::tests_support;
+    use bytes::Bytes;
+    use tantivy::collector::Count;
+    use tantivy::query::QueryParser;
+
+    #[test]
+    fn records_are_found_by_key_value_header_and_offset_after_packing_and_reopening() {
+        let mut records: Vec<_> = (0..50)
+            .map(|i| {
+                let value = Some(Bytes::from(if i % 10 == 0 {
+                    format!("ERROR disk full {i}")
+                } else {
+                    format!("ok {i}")
+                }));
+                kafka_protocol::records::Record {
+                    headers: [(
+                        kafka_protocol::protocol::StrBytes::from_static_str("service"),
+                        Some(Bytes::from(if i < 25 { "api" } else { "db" })),
+                    )]
+                    .into_iter()
+                    .collect(),
+                    ..tests_support::record(
+                        i,
+                        1_000 + i64::from(i),
+                        Some(Bytes::from(format!("user-{}", i % 5))),
+                        value,
+                    )
+                }
+            })
+            .collect();
+        records.truncate(50);
+        let batch = tests_support::encode(&records, kafka_protocol::records::Compression::Zstd);
+        let canonical = CanonicalBatch::from_batch(&batch).unwrap();
+        let parent = tempfile::tempdir().unwrap();
+        let mut builder = IndexBuilder::new(parent.path()).unwrap();
+        builder.add_batch(&Uuid::nil(), 3, &canonical).unwrap();
+        let files = builder.finish().unwrap();
+        assert!(files.iter().any(|(name, _)| name == "meta.json"));
+
+        // What a reader gets back from an object: the files, laid out again.
+        let unpacked = tempfile::tempdir().unwrap();
+        for (name, bytes) in &files {
+            std::fs::write(unpacked.path().join(name), bytes).unwrap();
+        }
+        let index = Index::open_in_dir(unpacked.path()).unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        let (_, fields) = schema();
+        let parser = QueryParser::for_index(&index, vec![fields.key, fields.value]);
+        let count = |q: &str| {
+            searcher
+                .search(&parser.parse_query(q).unwrap(), &Count)
+                .unwrap()
+        };
+        assert_eq!(count("value:error"), 5);
+        assert_eq!(count("key:\"user-3\""), 10);
+        assert_eq!(count("header.service:db AND value:error"), 2);
+        assert_eq!(count("offset:[10 TO 19]"), 10);
+        assert_eq!(count("partition:3"), 50);
+    }
+}
