@@ -20,6 +20,7 @@ use crate::indexer;
 use crate::limits;
 use crate::metadata::catalog::Catalog;
 use crate::metadata::{snapshot, Metadata};
+use crate::metrics::Metrics;
 use crate::object_storage;
 use crate::partition::Topics;
 use crate::reader::Reader;
@@ -41,6 +42,7 @@ pub struct Broker {
     pub catalog: Catalog,
     /// Unique to this data directory; part of every object key.
     pub incarnation: String,
+    pub metrics: Arc<Metrics>,
     /// One indexer run at a time (background or asked for over HTTP).
     pub indexer_lock: tokio::sync::Mutex<()>,
     /// Where sealed WAL segments go (tiered storage).
@@ -86,7 +88,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         disk_bytes_max: config.wal_disk_bytes_max,
     };
     let wal = Arc::new(Wal::open(wal_options, &topics, data_arrived.clone())?);
-    let reader = Reader::new(wal.clone(), object_store.clone(), config.cache_memory_bytes);
+    let metrics = Arc::new(Metrics::default());
+    let reader = Reader::new(
+        wal.clone(),
+        object_store.clone(),
+        config.cache_memory_bytes,
+        metrics.clone(),
+    );
 
     let kafka = TcpListener::bind(config.kafka_listen)
         .await
@@ -103,6 +111,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         cluster_id: metadata.cluster_id(),
         incarnation: metadata.incarnation(),
         reader,
+        metrics,
         catalog,
         indexer_lock: tokio::sync::Mutex::new(()),
         config,

@@ -10,6 +10,7 @@ pub mod config;
 pub mod indexer;
 pub mod limits;
 pub mod metadata;
+pub mod metrics;
 pub mod object_storage;
 pub mod partition;
 pub mod protocol;

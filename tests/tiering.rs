@@ -16,6 +16,21 @@ use kafka_protocol::records::Compression;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// A counter's value from the Prometheus text at `GET /metrics`.
+async fn metric(admin: SocketAddr, name: &str) -> u64 {
+    let mut stream = TcpStream::connect(admin).await.unwrap();
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let prefix = format!("{name} ");
+    let line = response
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {name} in {response}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
 /// A bare HTTP/1.1 call to the admin API: `(status, JSON body)`.
 async fn http(admin: SocketAddr, method: &str, path: &str) -> (u16, serde_json::Value) {
     let mut stream = TcpStream::connect(admin).await.unwrap();
@@ -176,6 +191,17 @@ async fn sealed_segments_move_to_the_bucket_and_read_back_identical() {
         cold, hot,
         "the cold tier serves the very bytes the hot tier did"
     );
+    assert_eq!(
+        metric(strata.admin, "strata_objects_uploaded_total").await,
+        1
+    );
+    let gets = metric(strata.admin, "strata_object_gets_total").await;
+    let misses = metric(strata.admin, "strata_cache_misses_total").await;
+    assert!(gets >= 1 && gets == misses, "one GET per cache miss");
+    assert_eq!(conn.fetch_all_raw("tiered", 0, 0).await, hot[0]);
+    let after = metric(strata.admin, "strata_object_gets_total").await;
+    assert_eq!(after, gets, "a second read comes from the cache");
+    assert!(metric(strata.admin, "strata_cache_hits_total").await >= 1);
     // By timestamp and from the middle of a batch, from the cold tier.
     let (offset, _) = conn
         .list_offset("tiered", 1, TestRecord::simple(175).timestamp)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::extract::Path as UrlPath;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -28,6 +28,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/v1/indexer/run", post(run_indexer))
         .route("/v1/topics/{topic}/partitions", get(partitions))
         .fallback(not_found)
@@ -55,6 +56,22 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
 
 fn not_running() -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, "the broker is not running")
+}
+
+/// Prometheus text exposition.
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let Some(broker) = state.broker else {
+        return not_running();
+    };
+    broker
+        .metrics
+        .wal_bytes
+        .set(i64::try_from(broker.wal.disk_bytes()).unwrap_or(i64::MAX));
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        broker.metrics.render(),
+    )
+        .into_response()
 }
 
 /// Seals the active WAL segment, then uploads every sealed segment and answers with what it

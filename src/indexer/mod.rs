@@ -132,9 +132,10 @@ pub async fn seal_and_run(broker: &Arc<Broker>) -> Result<Run, IndexerError> {
 async fn index_sealed(broker: &Arc<Broker>) -> Result<Vec<Uploaded>, IndexerError> {
     let mut uploaded = Vec::new();
     for id in broker.wal.sealed_segments() {
-        if let Some(done) = index_segment(broker, id).await? {
-            uploaded.push(done);
-        }
+        let done = index_segment(broker, id)
+            .await
+            .inspect_err(|_| broker.metrics.upload_failures.inc())?;
+        uploaded.extend(done);
     }
     Ok(uploaded)
 }
@@ -183,6 +184,8 @@ async fn index_segment(broker: &Arc<Broker>, id: u64) -> Result<Option<Uploaded>
         })?;
     attach(&broker.topics, &entry);
     trim(broker, id, &entry.footer).await?;
+    broker.metrics.objects_uploaded.inc();
+    broker.metrics.bytes_uploaded.inc_by(bytes);
     tracing::info!(wal_segment = id, %key, bytes, partitions = entry.footer.partitions.len(), "segment uploaded");
     Ok(Some(Uploaded {
         wal_segment_id: id,

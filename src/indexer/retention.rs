@@ -144,6 +144,7 @@ async fn delete_unreferenced(broker: &Arc<Broker>) -> Result<usize, IndexerError
             .map_err(|e| IndexerError::Retention(e.to_string()))?;
         tracing::info!(key = %entry.key, "deleted an object no partition needs any more");
         deleted += 1;
+        broker.metrics.objects_deleted.inc();
     }
     Ok(deleted)
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use moka::future::Cache;
 use object_store::{ObjectStore, ObjectStoreExt};
 
+use crate::metrics::Metrics;
 use crate::partition::{ReadPlan, RemoteSegment};
 use crate::protocol::record_batch::BatchHeader;
 use crate::segment::object::Block;
@@ -37,15 +38,26 @@ pub struct Reader {
     wal: Arc<Wal>,
     store: Arc<dyn ObjectStore>,
     blocks: Cache<BlockKey, Bytes>,
+    metrics: Arc<Metrics>,
 }
 
 impl Reader {
-    pub fn new(wal: Arc<Wal>, store: Arc<dyn ObjectStore>, cache_memory_bytes: u64) -> Reader {
+    pub fn new(
+        wal: Arc<Wal>,
+        store: Arc<dyn ObjectStore>,
+        cache_memory_bytes: u64,
+        metrics: Arc<Metrics>,
+    ) -> Reader {
         let blocks = Cache::builder()
             .max_capacity(cache_memory_bytes)
             .weigher(|_: &BlockKey, value: &Bytes| u32::try_from(value.len()).unwrap_or(u32::MAX))
             .build();
-        Reader { wal, store, blocks }
+        Reader {
+            wal,
+            store,
+            blocks,
+            metrics,
+        }
     }
 
     /// The batches a plan names, concatenated. For a cold plan: the whole block.
@@ -74,13 +86,22 @@ impl Reader {
         segment: &RemoteSegment,
         block: &Block,
     ) -> Result<Bytes, ReaderError> {
-        let key: Arc<str> = segment.key.as_ref().into();
+        let key: BlockKey = (segment.key.as_ref().into(), block.start);
+        if let Some(cached) = self.blocks.get(&key).await {
+            self.metrics.cache_hits.inc();
+            return Ok(cached);
+        }
+        self.metrics.cache_misses.inc();
         let store = self.store.clone();
         let location = segment.key.clone();
         let range = block.range();
+        let metrics = self.metrics.clone();
         self.blocks
-            .try_get_with((key, block.start), async move {
-                store.get_range(&location, range).await
+            .try_get_with(key, async move {
+                let bytes = store.get_range(&location, range).await?;
+                metrics.object_gets.inc();
+                metrics.bytes_fetched_remote.inc_by(bytes.len() as u64);
+                Ok(bytes)
             })
             .await
             .map_err(|source| ReaderError::ObjectStore {
