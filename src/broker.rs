@@ -23,7 +23,7 @@ use crate::metadata::{snapshot, Metadata};
 use crate::metrics::Metrics;
 use crate::object_storage;
 use crate::partition::Topics;
-use crate::reader::Reader;
+use crate::reader::{DiskCache, Reader};
 use crate::server;
 use crate::wal::{Wal, WalOptions};
 
@@ -89,10 +89,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let wal = Arc::new(Wal::open(wal_options, &topics, data_arrived.clone())?);
     let metrics = Arc::new(Metrics::default());
+    let cache_dir = config
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("cache"));
+    let disk_cache = match config.cache_disk_bytes {
+        0 => None,
+        bytes => Some(DiskCache::open(&cache_dir, bytes).with_context(|| {
+            format!("cannot prepare the cache directory {}", cache_dir.display())
+        })?),
+    };
     let reader = Reader::new(
         wal.clone(),
         object_store.clone(),
         config.cache_memory_bytes,
+        disk_cache,
         metrics.clone(),
     );
 

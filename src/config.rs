@@ -92,9 +92,17 @@ pub struct Config {
     #[arg(long, env = "STRATA_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
 
-    /// Memory for cached blocks of objects (cold reads).
+    /// Memory for cached blocks of objects (cold reads); 0 for none.
     #[arg(long, env = "STRATA_CACHE_MEMORY_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub cache_memory_bytes: u64,
+
+    /// Directory for cached blocks of objects. Default: <data-dir>/cache. Emptied at start-up.
+    #[arg(long, env = "STRATA_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Disk budget of the block cache; 0 keeps cold reads in memory only.
+    #[arg(long, env = "STRATA_CACHE_DISK_BYTES", default_value_t = 10 * 1024 * 1024 * 1024)]
+    pub cache_disk_bytes: u64,
 
     /// Create a topic when a client asks for metadata of a topic that does not exist.
     #[arg(long, env = "STRATA_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]

@@ -521,3 +521,51 @@ async fn retention_delete_records_and_delete_topics_remove_data_from_both_tiers(
         "no data left in the bucket"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_reads_use_the_disk_cache_and_survive_it_being_wiped() {
+    moto::Moto::set_credentials();
+    let moto = moto::Moto::start();
+    moto.create_bucket("strata-disk-cache");
+    // No memory cache: every cache hit is a disk hit.
+    let strata = Strata::start_with(&[
+        "--object-store",
+        "s3://strata-disk-cache",
+        "--s3-endpoint",
+        &moto.endpoint,
+        "--cache-memory-bytes",
+        "0",
+    ]);
+    let mut conn = Conn::connect(strata.kafka).await;
+    conn.create_topic("cached", 2).await;
+    conn.keep_forever("cached").await;
+    produce_mixed(&mut conn, "cached", 10).await;
+    let hot = conn.fetch_all_raw("cached", 0, 0).await;
+    let (status, body) = http(strata.admin, "POST", "/v1/indexer/run").await;
+    assert_eq!(status, 200, "{body}");
+
+    assert_eq!(conn.fetch_all_raw("cached", 0, 0).await, hot);
+    let gets = metric(strata.admin, "strata_object_gets_total").await;
+    assert!(gets >= 1);
+    let cache_dir = strata.data_dir().join("cache");
+    assert!(
+        std::fs::read_dir(&cache_dir).unwrap().count() >= 1,
+        "blocks are kept on disk"
+    );
+    assert_eq!(conn.fetch_all_raw("cached", 0, 0).await, hot);
+    assert_eq!(
+        metric(strata.admin, "strata_object_gets_total").await,
+        gets,
+        "served from the disk cache"
+    );
+
+    for entry in std::fs::read_dir(&cache_dir).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    assert_eq!(
+        conn.fetch_all_raw("cached", 0, 0).await,
+        hot,
+        "a wiped cache is refetched"
+    );
+    assert!(metric(strata.admin, "strata_object_gets_total").await > gets);
+}

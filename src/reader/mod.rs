@@ -32,12 +32,19 @@ pub enum ReaderError {
     },
 }
 
+mod disk_cache;
+
+pub use disk_cache::DiskCache;
+
+/// Object key and block start.
 type BlockKey = (Arc<str>, u64);
 
 pub struct Reader {
     wal: Arc<Wal>,
     store: Arc<dyn ObjectStore>,
-    blocks: Cache<BlockKey, Bytes>,
+    /// `None` with `--cache-memory-bytes 0`.
+    blocks: Option<Cache<BlockKey, Bytes>>,
+    disk: Option<DiskCache>,
     metrics: Arc<Metrics>,
 }
 
@@ -46,16 +53,22 @@ impl Reader {
         wal: Arc<Wal>,
         store: Arc<dyn ObjectStore>,
         cache_memory_bytes: u64,
+        disk: Option<DiskCache>,
         metrics: Arc<Metrics>,
     ) -> Reader {
-        let blocks = Cache::builder()
-            .max_capacity(cache_memory_bytes)
-            .weigher(|_: &BlockKey, value: &Bytes| u32::try_from(value.len()).unwrap_or(u32::MAX))
-            .build();
+        let blocks = (cache_memory_bytes > 0).then(|| {
+            Cache::builder()
+                .max_capacity(cache_memory_bytes)
+                .weigher(|_: &BlockKey, value: &Bytes| {
+                    u32::try_from(value.len()).unwrap_or(u32::MAX)
+                })
+                .build()
+        });
         Reader {
             wal,
             store,
             blocks,
+            disk,
             metrics,
         }
     }
@@ -80,34 +93,55 @@ impl Reader {
             .map_err(|e| ReaderError::Wal(Arc::new(e)))
     }
 
-    /// One block of an object, from the cache or with one ranged GET.
+    /// One block of an object: from memory, from the disk cache, or with one ranged GET.
+    /// Concurrent misses for one block wait for a single load when the memory cache is on.
     pub async fn read_block(
         &self,
         segment: &RemoteSegment,
         block: &Block,
     ) -> Result<Bytes, ReaderError> {
         let key: BlockKey = (segment.key.as_ref().into(), block.start);
-        if let Some(cached) = self.blocks.get(&key).await {
+        let failed = |source| ReaderError::ObjectStore {
+            key: segment.key.to_string(),
+            source,
+        };
+        let Some(blocks) = &self.blocks else {
+            return self
+                .load(key, segment, block)
+                .await
+                .map_err(|e| failed(Arc::new(e)));
+        };
+        if let Some(cached) = blocks.get(&key).await {
             self.metrics.cache_hits.inc();
             return Ok(cached);
         }
-        self.metrics.cache_misses.inc();
-        let store = self.store.clone();
-        let location = segment.key.clone();
-        let range = block.range();
-        let metrics = self.metrics.clone();
-        self.blocks
-            .try_get_with(key, async move {
-                let bytes = store.get_range(&location, range).await?;
-                metrics.object_gets.inc();
-                metrics.bytes_fetched_remote.inc_by(bytes.len() as u64);
-                Ok(bytes)
-            })
+        blocks
+            .try_get_with(key.clone(), self.load(key, segment, block))
             .await
-            .map_err(|source| ReaderError::ObjectStore {
-                key: segment.key.to_string(),
-                source,
-            })
+            .map_err(failed)
+    }
+
+    /// A block from the disk cache, or from the bucket (then kept on disk).
+    async fn load(
+        &self,
+        key: BlockKey,
+        segment: &RemoteSegment,
+        block: &Block,
+    ) -> Result<Bytes, object_store::Error> {
+        if let Some(disk) = &self.disk {
+            if let Some(bytes) = disk.get(&key).await {
+                self.metrics.cache_hits.inc();
+                return Ok(bytes);
+            }
+        }
+        self.metrics.cache_misses.inc();
+        let bytes = self.store.get_range(&segment.key, block.range()).await?;
+        self.metrics.object_gets.inc();
+        self.metrics.bytes_fetched_remote.inc_by(bytes.len() as u64);
+        if let Some(disk) = &self.disk {
+            disk.put(key, bytes.clone()).await;
+        }
+        Ok(bytes)
     }
 }
 
