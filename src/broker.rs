@@ -57,6 +57,9 @@ pub struct Broker {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    // Held until the process exits: a second broker on this directory would be a second WAL
+    // writer on the same files.
+    let _data_dir_lock = lock_data_dir(&config.data_dir)?;
     let object_store_url = config.object_store_url();
     let object_store =
         object_storage::open(&object_store_url, config.s3_endpoint.as_deref()).await?;
@@ -181,6 +184,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = admin_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Takes an exclusive lock on `<data-dir>/strata.lock`, or explains who holds it.
+fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join("strata.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "data directory {} is in use by another strata process (it holds {})",
+            data_dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
 }
 
 /// Keeps the metadata snapshot in the bucket current: at start, then whenever it changed.
