@@ -41,6 +41,9 @@ pub const PRODUCER_ID_BLOCK: i64 = 1000;
 /// Longest a fetch may wait for `min_bytes`, whatever the client asks.
 pub const FETCH_WAIT_MS_MAX: u64 = 30_000;
 
+/// Times a fetch plans again because the indexer deleted a WAL segment under it.
+pub const FETCH_REPLANS_MAX: u32 = 3;
+
 /// Largest response a single fetch builds, whatever the client asks (Kafka's `fetch.max.bytes`).
 pub const FETCH_RESPONSE_BYTES_MAX: usize = 55 * 1024 * 1024;
 

@@ -23,12 +23,22 @@ pub async fn handle(broker: Arc<Broker>, version: i16, request: FetchRequest) ->
     let deadline = tokio::time::Instant::now() + wait;
     let min_bytes = request.min_bytes.max(0) as usize;
     let max_bytes = (request.max_bytes.max(0) as usize).min(limits::FETCH_RESPONSE_BYTES_MAX);
+    let mut replans = 0;
     loop {
         // Registered before reading, so data published between the read and the wait wakes us.
         let arrived = broker.data_arrived.notified();
         tokio::pin!(arrived);
         arrived.as_mut().enable();
-        let (response, bytes, errors) = read_once(&broker, version, &request, max_bytes).await;
+        let (response, bytes, errors) = match read_once(&broker, version, &request, max_bytes).await
+        {
+            // The indexer deleted a WAL segment between planning and reading: its batches are
+            // in the bucket now, and planning again finds them there.
+            Pass::SegmentGone(_) if replans < limits::FETCH_REPLANS_MAX => {
+                replans += 1;
+                continue;
+            }
+            Pass::SegmentGone(read) | Pass::Read(read) => read,
+        };
         let expired = tokio::time::Instant::now() >= deadline;
         if bytes >= min_bytes || errors || expired || broker.shutdown.is_cancelled() {
             return ResponseKind::Fetch(response);
@@ -41,14 +51,23 @@ pub async fn handle(broker: Arc<Broker>, version: i16, request: FetchRequest) ->
     }
 }
 
-/// One pass over the requested partitions. Returns the response, the record bytes in it, and
-/// whether any partition has an error (which answers at once, as Kafka does).
+/// One pass's answer: the response, the record bytes in it, and whether any partition has an
+/// error (which answers at once, as Kafka does).
+type Read = (FetchResponse, usize, bool);
+
+enum Pass {
+    Read(Read),
+    /// A planned WAL segment was deleted before it was read; the answer carries the error.
+    SegmentGone(Read),
+}
+
+/// One pass over the requested partitions.
 async fn read_once(
     broker: &Arc<Broker>,
     version: i16,
     request: &FetchRequest,
     max_bytes: usize,
-) -> (FetchResponse, usize, bool) {
+) -> Pass {
     let mut hot: Vec<(usize, usize, Vec<BatchLocation>)> = Vec::new();
     let mut responses = Vec::with_capacity(request.topics.len());
     let mut budget = max_bytes;
@@ -112,28 +131,32 @@ async fn read_once(
                 .with_partitions(partitions),
         );
     }
-    errors |= read_hot(broker, &hot, &mut responses).await;
+    let hot_read = read_hot(broker, &hot, &mut responses).await;
     let total = responses
         .iter()
         .flat_map(|t| &t.partitions)
         .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
         .sum();
-    (
+    let read = (
         FetchResponse::default().with_responses(responses),
         total,
-        errors,
-    )
+        errors || hot_read.is_err(),
+    );
+    match hot_read {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Pass::SegmentGone(read),
+        _ => Pass::Read(read),
+    }
 }
 
-/// Reads every planned WAL batch in one blocking task and puts them in the response.
-/// Returns true if the WAL could not be read.
+/// Reads every planned WAL batch in one blocking task and puts them in the response; on a
+/// failure, marks the partitions with KAFKA_STORAGE_ERROR and returns the error.
 async fn read_hot(
     broker: &Arc<Broker>,
     hot: &[(usize, usize, Vec<BatchLocation>)],
     responses: &mut [FetchableTopicResponse],
-) -> bool {
+) -> std::io::Result<()> {
     if hot.is_empty() {
-        return false;
+        return Ok(());
     }
     let wal = broker.wal.clone();
     let locations: Vec<Vec<BatchLocation>> = hot.iter().map(|(_, _, l)| l.clone()).collect();
@@ -151,14 +174,16 @@ async fn read_hot(
             for ((ti, pi, _), bytes) in hot.iter().zip(read) {
                 responses[*ti].partitions[*pi].records = Some(bytes);
             }
-            false
+            Ok(())
         }
         Err(error) => {
-            tracing::warn!(%error, "fetch could not read the WAL");
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(%error, "fetch could not read the WAL");
+            }
             for (ti, pi, _) in hot {
                 responses[*ti].partitions[*pi].error_code = ResponseError::KafkaStorageError.code();
             }
-            true
+            Err(error)
         }
     }
 }
