@@ -43,6 +43,8 @@ pub struct Broker {
     /// Unique to this data directory; part of every object key.
     pub incarnation: String,
     pub metrics: Arc<Metrics>,
+    /// The metadata change count at the last sweep for unreferenced objects.
+    pub swept_at_changes: std::sync::atomic::AtomicU64,
     /// One indexer run at a time (background or asked for over HTTP).
     pub indexer_lock: tokio::sync::Mutex<()>,
     /// Where sealed WAL segments go (tiered storage).
@@ -128,6 +130,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics,
         catalog,
         indexer_lock: tokio::sync::Mutex::new(()),
+        swept_at_changes: std::sync::atomic::AtomicU64::new(u64::MAX),
         config,
         advertised,
         metadata,

@@ -8,6 +8,7 @@
 //! live partition wants, which the next pass removes.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -51,7 +52,16 @@ pub async fn enforce(broker: &Arc<Broker>) -> Result<Swept, IndexerError> {
             reason: e.to_string(),
         })?
         .map_err(|e| IndexerError::Retention(e.to_string()))?;
-    let objects_deleted = delete_unreferenced(broker).await?;
+    // Objects lose their last reference only through a metadata change (a log start moved, a
+    // topic deleted), so the catalog is only walked when the metadata changed since last time.
+    let changes = broker.metadata.changes();
+    let objects_deleted = if broker.swept_at_changes.swap(changes, Ordering::AcqRel) == changes {
+        0
+    } else {
+        delete_unreferenced(broker)
+            .await
+            .inspect_err(|_| broker.swept_at_changes.store(u64::MAX, Ordering::Release))?
+    };
     Ok(Swept {
         partitions_moved: moved.len(),
         objects_deleted,
