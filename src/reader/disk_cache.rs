@@ -1,8 +1,8 @@
 //! The local disk tier of the block cache: blocks evicted from memory (or never held there)
 //! are kept as files in `--cache-dir`, up to `--cache-disk-bytes`. A moka cache indexes the
-//! files by size and deletes a file when it evicts its entry. The directory is emptied at
-//! start-up (its index lives in memory), and a file that disappears under the broker (an
-//! operator wiping the cache) is just a miss.
+//! files by size and deletes a file when it evicts its entry. Block files left by a previous
+//! run are removed at start-up (the index lives in memory); nothing else in the directory is
+//! touched. A file that disappears under the broker (an operator wiping the cache) is a miss.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,12 +19,19 @@ pub struct DiskCache {
 }
 
 impl DiskCache {
-    /// Empties `dir` and starts a cache of at most `bytes_max` bytes there.
+    /// Starts a cache of at most `bytes_max` bytes in `dir`, removing the block files a
+    /// previous run left there (and nothing else: the directory may be shared).
     pub fn open(dir: &Path, bytes_max: u64) -> std::io::Result<DiskCache> {
-        if dir.exists() {
-            std::fs::remove_dir_all(dir)?;
-        }
         std::fs::create_dir_all(dir)?;
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let named_like_ours = path.to_string_lossy().contains('@');
+            let ours =
+                named_like_ours && path.extension().is_some_and(|e| e == "block" || e == "tmp");
+            if ours && path.is_file() {
+                std::fs::remove_file(&path)?;
+            }
+        }
         let evict_from = dir.to_path_buf();
         let files = Cache::builder()
             .max_capacity(bytes_max)
@@ -82,7 +89,16 @@ mod tests {
     #[tokio::test]
     async fn blocks_round_trip_evict_past_the_budget_and_survive_a_wipe_as_misses() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = DiskCache::open(&dir.path().join("cache"), 3000).unwrap();
+        let cache_dir = dir.path().join("cache");
+        std::fs::create_dir_all(&cache_dir).unwrap();
+        std::fs::write(cache_dir.join("keep.me"), b"not ours").unwrap();
+        std::fs::write(cache_dir.join("old@0.block"), b"a previous run's").unwrap();
+        let cache = DiskCache::open(&cache_dir, 3000).unwrap();
+        assert!(
+            cache_dir.join("keep.me").exists(),
+            "only block files are removed"
+        );
+        assert!(!cache_dir.join("old@0.block").exists());
         let key = |n: u64| -> BlockKey { ("v2/segments/x/1.seg".into(), n * 1000) };
         cache.put(key(0), Bytes::from(vec![1u8; 1000])).await;
         assert_eq!(
@@ -93,7 +109,7 @@ mod tests {
             cache.put(key(n), Bytes::from(vec![n as u8; 1000])).await;
         }
         cache.files.run_pending_tasks().await;
-        let files = std::fs::read_dir(dir.path().join("cache")).unwrap().count();
+        let files = std::fs::read_dir(&cache_dir).unwrap().count() - 1;
         assert!(
             files <= 3,
             "evicted entries lose their files ({files} left)"
