@@ -294,18 +294,8 @@ impl Wal {
         visit: F,
     ) -> Result<(), WalError> {
         let path = segment::segment_path(&self.dir, id);
-        match segment::scan(&path, visit)? {
-            ScanEnd::Clean { .. } => Ok(()),
-            ScanEnd::Torn {
-                valid_length,
-                reason,
-                ..
-            } => Err(WalError::Corrupt {
-                path,
-                position: valid_length,
-                reason,
-            }),
-        }
+        let end = segment::scan(&path, visit)?;
+        expect_clean(path, end).map(|_| ())
     }
 
     /// Deletes a sealed segment whose batches are safely elsewhere. Readers that already hold
@@ -380,7 +370,6 @@ fn replay_segment(dir: &Path, id: u64, is_last: bool, topics: &Topics) -> Result
         state.publish(location);
     })?;
     match end {
-        ScanEnd::Clean { length } => Ok(length),
         ScanEnd::Torn {
             valid_length,
             file_length,
@@ -393,6 +382,15 @@ fn replay_segment(dir: &Path, id: u64, is_last: bool, topics: &Topics) -> Result
                 source,
             })
         }
+        end => expect_clean(path, end),
+    }
+}
+
+/// The valid length of a segment that must have been scanned clean: a sealed segment was
+/// fully synced before the next one began, so a torn end there is disk corruption.
+fn expect_clean(path: PathBuf, end: ScanEnd) -> Result<u64, WalError> {
+    match end {
+        ScanEnd::Clean { length } => Ok(length),
         ScanEnd::Torn {
             valid_length,
             reason,
