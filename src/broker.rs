@@ -16,6 +16,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin;
 use crate::config::{parse_host_port, Config};
+use crate::groups::group::GroupSettings;
+use crate::groups::Coordinator;
 use crate::indexer;
 use crate::limits;
 use crate::metadata::catalog::Catalog;
@@ -43,6 +45,8 @@ pub struct Broker {
     /// Unique to this data directory; part of every object key.
     pub incarnation: String,
     pub metrics: Arc<Metrics>,
+    /// Consumer groups and their committed offsets.
+    pub groups: Arc<Coordinator>,
     /// The metadata change count at the last sweep for unreferenced objects.
     pub swept_at_changes: std::sync::atomic::AtomicU64,
     /// One indexer run at a time (background or asked for over HTTP).
@@ -76,6 +80,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let metadata = Arc::new(Metadata::open(&meta_dir)?);
     let topics = Topics::load(metadata.clone());
+    let group_settings = GroupSettings {
+        initial_rebalance_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
+    };
+    let groups = Arc::new(Coordinator::open(&meta_dir, group_settings)?);
     let catalog = Catalog::open(&meta_dir.join("catalog"), &metadata.incarnation())?;
     // Before WAL replay: the high watermark and producer state must cover what was uploaded.
     for entry in catalog.load()? {
@@ -128,6 +136,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         incarnation: metadata.incarnation(),
         reader,
         metrics,
+        groups,
         catalog,
         indexer_lock: tokio::sync::Mutex::new(()),
         swept_at_changes: std::sync::atomic::AtomicU64::new(u64::MAX),
@@ -149,6 +158,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     tracker.spawn(indexer::run(broker.clone()));
     tracker.spawn(snapshot_metadata(broker.clone()));
+    tracker.spawn(snapshot_offsets(broker.clone()));
+    tracker.spawn(broker.groups.clone().run_timers(shutdown.clone()));
     let admin_shutdown = shutdown.clone();
     let admin_task = tokio::spawn(async move {
         axum::serve(admin, admin_app)
@@ -183,6 +194,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Err(error) = snapshot::upload(broker.object_store.as_ref(), &broker.metadata.doc()).await
     {
         tracing::warn!(%error, "cannot upload the final metadata snapshot");
+    }
+    let offsets = broker.groups.offsets.snapshot();
+    if let Err(error) = snapshot::upload_offsets(broker.object_store.as_ref(), offsets).await {
+        tracing::warn!(%error, "cannot upload the final committed-offsets snapshot");
     }
     let _ = admin_task.await;
     tracing::info!("stopped");
@@ -231,6 +246,38 @@ async fn snapshot_metadata(broker: Arc<Broker>) {
             _ = broker.shutdown.cancelled() => return,
             _ = &mut changed => {}
             _ = tokio::time::sleep(Duration::from_millis(limits::METADATA_SNAPSHOT_MS)) => {}
+        }
+    }
+}
+
+/// Keeps the committed-offsets snapshot in the bucket current, at most one upload per
+/// `METADATA_SNAPSHOT_MS` however often consumers commit.
+async fn snapshot_offsets(broker: Arc<Broker>) {
+    let offsets = &broker.groups.offsets;
+    let mut uploaded = None;
+    loop {
+        let changed = offsets.changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let changes = offsets.changes();
+        if uploaded != Some(changes) {
+            match snapshot::upload_offsets(broker.object_store.as_ref(), offsets.snapshot()).await {
+                Ok(()) => uploaded = Some(changes),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot upload the committed-offsets snapshot; will retry")
+                }
+            }
+        }
+        let pause = tokio::time::sleep(Duration::from_millis(limits::METADATA_SNAPSHOT_MS));
+        tokio::select! {
+            _ = broker.shutdown.cancelled() => return,
+            _ = pause => {}
+        }
+        if uploaded == Some(offsets.changes()) {
+            tokio::select! {
+                _ = broker.shutdown.cancelled() => return,
+                _ = &mut changed => {}
+            }
         }
     }
 }

@@ -134,6 +134,15 @@ pub struct Config {
     #[arg(long, env = "STRATA_WAL_GROUP_COMMIT_US", default_value_t = 0)]
     pub wal_group_commit_us: u64,
 
+    /// Kafka's `group.initial.rebalance.delay.ms`: the first rebalance of an empty consumer
+    /// group waits this long for more members before it assigns partitions.
+    #[arg(
+        long,
+        env = "STRATA_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        default_value_t = 3_000
+    )]
+    pub group_initial_rebalance_delay_ms: u64,
+
     /// Log filter, as tracing's EnvFilter (`info`, `strata=debug` ...).
     #[arg(long, env = "STRATA_LOG", default_value = "info")]
     pub log: String,

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod api;
 pub mod broker;
 pub mod config;
+pub mod groups;
 pub mod indexer;
 pub mod limits;
 pub mod metadata;

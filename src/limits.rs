@@ -89,3 +89,23 @@ pub const PRODUCER_ID_RESTORE_MARGIN: i64 = 1_000_000;
 
 /// Memory the Tantivy writer of one segment object may use while indexing (one thread).
 pub const INDEX_WRITER_BYTES: usize = 32 * 1024 * 1024;
+
+/// How often the group coordinator checks session timeouts and rebalance deadlines.
+pub const GROUP_TICK_MS: u64 = 100;
+
+/// Session timeouts a JoinGroup may ask for: Kafka's `group.min.session.timeout.ms` and
+/// `group.max.session.timeout.ms` defaults.
+pub const GROUP_SESSION_TIMEOUT_MIN_MS: i32 = 6_000;
+pub const GROUP_SESSION_TIMEOUT_MAX_MS: i32 = 1_800_000;
+
+/// Longest metadata string an OffsetCommit may store, as Kafka's `offset.metadata.max.bytes`.
+pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+
+/// The committed-offsets log is rewritten as its live state once it grows past this.
+pub const OFFSETS_LOG_COMPACT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Largest entry replay of the committed-offsets log accepts; anything longer is a torn tail.
+pub const OFFSETS_ENTRY_BYTES_MAX: usize = FRAME_BYTES_MAX;
+
+/// Offset commits written with one fsync, at most.
+pub const OFFSETS_GROUP_COMMIT_MAX: usize = 1024;

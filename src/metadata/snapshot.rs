@@ -15,10 +15,13 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::catalog::{Catalog, CatalogEntry};
 use super::{Metadata, MetadataDoc, MetadataError};
+use crate::groups::offsets;
 use crate::limits;
 use crate::segment::object;
 
 pub const SNAPSHOT_KEY: &str = "v2/metadata/snapshot.json";
+/// Committed consumer offsets, uploaded beside the metadata document.
+pub const OFFSETS_KEY: &str = "v2/metadata/offsets.json";
 const SEGMENTS_PREFIX: &str = "v2/segments";
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +37,8 @@ pub enum SnapshotError {
     },
     #[error(transparent)]
     Metadata(#[from] MetadataError),
+    #[error(transparent)]
+    Offsets(#[from] crate::groups::offsets::OffsetsError),
 }
 
 /// Uploads the metadata document.
@@ -41,6 +46,17 @@ pub async fn upload(store: &dyn ObjectStore, doc: &MetadataDoc) -> Result<(), Sn
     let bytes = serde_json::to_vec_pretty(doc).expect("metadata serializes");
     store
         .put(&ObjectPath::from(SNAPSHOT_KEY), PutPayload::from(bytes))
+        .await?;
+    Ok(())
+}
+
+/// Uploads the committed offsets (`OffsetStore::snapshot`).
+pub async fn upload_offsets(
+    store: &dyn ObjectStore,
+    snapshot: Vec<u8>,
+) -> Result<(), SnapshotError> {
+    store
+        .put(&ObjectPath::from(OFFSETS_KEY), PutPayload::from(snapshot))
         .await?;
     Ok(())
 }
@@ -74,6 +90,11 @@ pub async fn restore_if_empty(
     doc.producer_id_reserved_until += limits::PRODUCER_ID_RESTORE_MARGIN;
     let catalog = Catalog::open(&meta_dir.join("catalog"), &doc.incarnation)?;
     let objects = rebuild_catalog(store, &catalog).await?;
+    match store.get(&ObjectPath::from(OFFSETS_KEY)).await {
+        Ok(found) => offsets::restore(meta_dir, &found.bytes().await?)?,
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(error) => return Err(error.into()),
+    }
     Metadata::create(meta_dir, &doc)?;
     Ok(Some(Restored {
         topics: doc.topics.len(),

@@ -40,7 +40,7 @@ pub async fn serve_connection(
     let (reader, writer) = stream.into_split();
     let (queue, outgoing) = mpsc::channel(limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX);
     let writer = tokio::spawn(write_responses(writer, outgoing, peer));
-    if let Err(error) = read_requests(reader, &broker, &queue, &shutdown).await {
+    if let Err(error) = read_requests(reader, peer, &broker, &queue, &shutdown).await {
         tracing::info!(%peer, %error, "closing connection");
     }
     drop(queue);
@@ -49,6 +49,7 @@ pub async fn serve_connection(
 
 async fn read_requests(
     reader: OwnedReadHalf,
+    peer: SocketAddr,
     broker: &Arc<Broker>,
     queue: &mpsc::Sender<Outgoing>,
     shutdown: &CancellationToken,
@@ -62,7 +63,7 @@ async fn read_requests(
         let Some(frame) = frame else {
             return Ok(());
         };
-        let outgoing = handle_frame(broker, frame).await?;
+        let outgoing = handle_frame(broker, frame, peer).await?;
         queue
             .send(outgoing)
             .await
@@ -70,7 +71,11 @@ async fn read_requests(
     }
 }
 
-async fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Outgoing, ServerError> {
+async fn handle_frame(
+    broker: &Arc<Broker>,
+    frame: Bytes,
+    peer: SocketAddr,
+) -> Result<Outgoing, ServerError> {
     let (key, version) = protocol::peek_api(&frame)?;
     let api = ApiKey::try_from(key).map_err(|_| protocol::ProtocolError::UnknownApiKey(key))?;
     let supported = dispatch::versions(api).ok_or(ServerError::NotImplemented(api))?;
@@ -95,7 +100,7 @@ async fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Outgoing, Se
     }
     let (header, body) = protocol::decode_request(api, version, frame)?;
     let correlation_id = header.correlation_id;
-    let reply = dispatch::dispatch(broker, header, body).await?;
+    let reply = dispatch::dispatch(broker, header, body, peer).await?;
     Ok(Outgoing {
         api,
         version,

@@ -3,6 +3,7 @@
 //! handler here.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -12,6 +13,11 @@ use kafka_protocol::messages::{
     DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, FetchRequest,
     IncrementalAlterConfigsRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest,
     OffsetForLeaderEpochRequest, ProduceRequest,
+};
+use kafka_protocol::messages::{
+    DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, HeartbeatRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Message, Request, VersionRange};
 
@@ -51,6 +57,17 @@ pub const APIS: &[ApiKey] = &[
     ApiKey::DescribeCluster,
     ApiKey::DeleteRecords,
     ApiKey::IncrementalAlterConfigs,
+    ApiKey::FindCoordinator,
+    ApiKey::JoinGroup,
+    ApiKey::SyncGroup,
+    ApiKey::Heartbeat,
+    ApiKey::LeaveGroup,
+    ApiKey::OffsetCommit,
+    ApiKey::OffsetFetch,
+    ApiKey::ListGroups,
+    ApiKey::DescribeGroups,
+    ApiKey::DeleteGroups,
+    ApiKey::OffsetDelete,
 ];
 
 /// The versions of `api` this broker serves, or `None` if it does not serve it: those the
@@ -72,6 +89,17 @@ pub fn versions(api: ApiKey) -> Option<VersionRange> {
         ApiKey::DescribeCluster => codable::<DescribeClusterRequest>(),
         ApiKey::DeleteRecords => codable::<DeleteRecordsRequest>(),
         ApiKey::IncrementalAlterConfigs => codable::<IncrementalAlterConfigsRequest>(),
+        ApiKey::FindCoordinator => codable::<FindCoordinatorRequest>(),
+        ApiKey::JoinGroup => codable::<JoinGroupRequest>(),
+        ApiKey::SyncGroup => codable::<SyncGroupRequest>(),
+        ApiKey::Heartbeat => codable::<HeartbeatRequest>(),
+        ApiKey::LeaveGroup => codable::<LeaveGroupRequest>(),
+        ApiKey::OffsetCommit => codable::<OffsetCommitRequest>(),
+        ApiKey::OffsetFetch => codable::<OffsetFetchRequest>(),
+        ApiKey::ListGroups => codable::<ListGroupsRequest>(),
+        ApiKey::DescribeGroups => codable::<DescribeGroupsRequest>(),
+        ApiKey::DeleteGroups => codable::<DeleteGroupsRequest>(),
+        ApiKey::OffsetDelete => codable::<OffsetDeleteRequest>(),
         _ => return None,
     };
     Some(codable.intersect(&api.valid_versions()))
@@ -85,6 +113,7 @@ pub async fn dispatch(
     broker: &Arc<Broker>,
     header: RequestHeader,
     body: RequestKind,
+    peer: SocketAddr,
 ) -> Result<Reply, ServerError> {
     let version = header.request_api_version;
     let reply = match body {
@@ -134,6 +163,36 @@ pub async fn dispatch(
                 api::incremental_alter_configs::handle(broker, request),
             ))
         }
+        RequestKind::FindCoordinator(request) => Reply::ready(ResponseKind::FindCoordinator(
+            api::find_coordinator::handle(broker, version, request),
+        )),
+        RequestKind::JoinGroup(request) => {
+            let client_id = header
+                .client_id
+                .map(|id| id.to_string())
+                .unwrap_or_default();
+            let client_host = format!("/{}", peer.ip());
+            api::join_group::handle(broker, version, request, client_id, client_host)
+        }
+        RequestKind::SyncGroup(request) => api::sync_group::handle(broker, version, request),
+        RequestKind::Heartbeat(request) => Reply::ready(ResponseKind::Heartbeat(
+            api::heartbeat::handle(broker, request),
+        )),
+        RequestKind::LeaveGroup(request) => Reply::ready(ResponseKind::LeaveGroup(
+            api::leave_group::handle(broker, version, request),
+        )),
+        RequestKind::OffsetCommit(request) => api::offset_commit::handle(broker, version, request),
+        RequestKind::OffsetFetch(request) => Reply::ready(ResponseKind::OffsetFetch(
+            api::offset_fetch::handle(broker, version, request),
+        )),
+        RequestKind::ListGroups(request) => Reply::ready(ResponseKind::ListGroups(
+            api::list_groups::handle(broker, version, request),
+        )),
+        RequestKind::DescribeGroups(request) => Reply::ready(ResponseKind::DescribeGroups(
+            api::describe_groups::handle(broker, version, request),
+        )),
+        RequestKind::DeleteGroups(request) => api::delete_groups::handle(broker, request),
+        RequestKind::OffsetDelete(request) => api::offset_delete::handle(broker, request),
         other => {
             let api = ApiKey::try_from(header.request_api_key).unwrap_or(ApiKey::ApiVersions);
             tracing::warn!(
@@ -162,6 +221,6 @@ mod tests {
             5,
             "the request type stops at v5"
         );
-        assert!(versions(ApiKey::JoinGroup).is_none());
+        assert!(versions(ApiKey::SaslHandshake).is_none());
     }
 }

@@ -16,12 +16,12 @@ IMPLEMENTED = {
     wire.PRODUCE, wire.FETCH, wire.LIST_OFFSETS, wire.METADATA, wire.API_VERSIONS,
     wire.CREATE_TOPICS, wire.DELETE_TOPICS, wire.INIT_PRODUCER_ID, wire.OFFSET_FOR_LEADER_EPOCH,
     wire.DESCRIBE_CONFIGS, wire.CREATE_PARTITIONS, wire.DESCRIBE_CLUSTER,
+    wire.OFFSET_COMMIT, wire.OFFSET_FETCH, wire.FIND_COORDINATOR, wire.JOIN_GROUP, wire.HEARTBEAT,
+    wire.LEAVE_GROUP, wire.SYNC_GROUP, wire.DESCRIBE_GROUPS, wire.LIST_GROUPS,
 }
 # Not implemented yet (per the broker's contract): must not be advertised. Move a key from
 # here to IMPLEMENTED when the broker gains it.
 NOT_IMPLEMENTED = {
-    wire.OFFSET_COMMIT, wire.OFFSET_FETCH, wire.FIND_COORDINATOR, wire.JOIN_GROUP, wire.HEARTBEAT,
-    wire.LEAVE_GROUP, wire.SYNC_GROUP, wire.DESCRIBE_GROUPS, wire.LIST_GROUPS,
     wire.ADD_PARTITIONS_TO_TXN, wire.ADD_OFFSETS_TO_TXN, wire.END_TXN, wire.TXN_OFFSET_COMMIT,
 }
 
