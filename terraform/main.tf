@@ -50,6 +50,11 @@ locals {
 # ---------------------------------------------------------------------------- the bucket
 
 resource "aws_s3_bucket" "broker" {
+  # checkov:skip=CKV_AWS_21:Versioning keeps every object retention deletes; docs/operations.md (Backups) says when to turn it on
+  # checkov:skip=CKV_AWS_144:Cross-region replication is a backup choice of the operator (docs/operations.md, Backups)
+  # checkov:skip=CKV_AWS_145:SSE-S3 encrypts at rest without a KMS key and its per-request cost
+  # checkov:skip=CKV_AWS_18:Access logging would need a second bucket; CloudTrail data events can be enabled instead
+  # checkov:skip=CKV2_AWS_62:Nothing consumes event notifications of the broker's objects
   bucket        = var.bucket_name
   force_destroy = var.force_destroy_bucket
 }
@@ -255,12 +260,13 @@ resource "aws_security_group" "broker" {
     }
   }
 
-  # S3, the package mirrors and (for an https:// binary_source) the binary's host.
+  # HTTPS only: S3, the package mirrors, SSM and (for an https:// binary_source) the binary's
+  # host. DNS, NTP and instance metadata go to link-local addresses no security group filters.
   egress {
-    description = "outbound"
-    from_port   = 0
-    to_port     = 0
-    protocol    = "-1"
+    description = "HTTPS"
+    from_port   = 443
+    to_port     = 443
+    protocol    = "tcp"
     cidr_blocks = ["0.0.0.0/0"]
   }
 
@@ -288,6 +294,7 @@ data "aws_ssm_parameter" "al2023" {
 }
 
 resource "aws_ebs_volume" "data" {
+  # checkov:skip=CKV_AWS_189:Encrypted with the account's default EBS key; a customer managed key is the operator's choice
   availability_zone = data.aws_subnet.broker.availability_zone
   size              = var.data_volume_gib
   type              = var.data_volume_type
@@ -298,12 +305,14 @@ resource "aws_ebs_volume" "data" {
 }
 
 resource "aws_instance" "broker" {
+  # checkov:skip=CKV_AWS_126:Detailed (1-minute) monitoring costs extra; the broker exports its own metrics at /metrics
   ami                         = local.ami_id
   instance_type               = var.instance_type
   subnet_id                   = local.subnet_id
   vpc_security_group_ids      = [aws_security_group.broker.id]
   iam_instance_profile        = aws_iam_instance_profile.broker.name
   key_name                    = var.key_name
+  ebs_optimized               = true
   user_data                   = templatefile("${path.module}/user-data.sh.tftpl", local.bootstrap_vars)
   user_data_replace_on_change = true
 
