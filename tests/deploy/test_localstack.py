@@ -61,3 +61,29 @@ def test_start_broker_refuses_an_unknown_target():
     result = subprocess.run(["bash", "localstack/start-broker.sh", "gcs"], cwd=REPO,
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "unknown target 'gcs'" in result.stderr
+
+
+def test_compose_files_serve_what_start_broker_expects():
+    """Docker is not on the CI machines: check that the compose files publish the endpoint,
+    credentials and bucket that start-broker.sh uses, and create the bucket."""
+    import yaml
+
+    script = (REPO / "localstack" / "start-broker.sh").read_text()
+    minio = yaml.safe_load((REPO / "localstack" / "compose.minio.yml").read_text())["services"]
+    assert "127.0.0.1:9000:9000" in minio["minio"]["ports"]
+    env = minio["minio"]["environment"]
+    assert (f"AWS_ACCESS_KEY_ID={env['MINIO_ROOT_USER']} "
+            f"AWS_SECRET_ACCESS_KEY={env['MINIO_ROOT_PASSWORD']}") in script
+    assert "endpoint=http://127.0.0.1:9000" in script
+    assert "mc mb --ignore-existing local/strata" in minio["create-bucket"]["entrypoint"]
+    assert minio["create-bucket"]["depends_on"]["minio"]["condition"] == "service_healthy"
+
+    localstack = yaml.safe_load((REPO / "localstack" / "compose.localstack.yml").read_text())
+    service = localstack["services"]["localstack"]
+    assert "127.0.0.1:4566:4566" in service["ports"]
+    assert "endpoint=http://127.0.0.1:4566" in script
+    (init,) = [v for v in service["volumes"] if "/etc/localstack/init/ready.d/" in v]
+    hook = REPO / "localstack" / init.split(":")[0]
+    assert hook.exists() and os.access(hook, os.X_OK)
+    assert 's3 mb "s3://${STRATA_S3_BUCKET:-strata}"' in hook.read_text()
+    assert "s3://${STRATA_S3_BUCKET:-strata}/dev" in script
