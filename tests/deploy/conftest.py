@@ -121,15 +121,21 @@ class Process:
             pass
 
 
-@pytest.fixture
-def processes():
-    started: list[Process] = []
+class Processes:
+    """Starts processes; the fixture stops every one of them at teardown."""
 
-    def start(args: list[str], log: Path, env: dict | None = None) -> Process:
+    def __init__(self):
+        self.started: list[Process] = []
+
+    def __call__(self, args: list[str], log: Path, env: dict | None = None) -> Process:
         p = Process(args, log, env)
-        started.append(p)
+        self.started.append(p)
         return p
 
-    yield start
-    for p in reversed(started):
+
+@pytest.fixture
+def processes():
+    started = Processes()
+    yield started
+    for p in reversed(started.started):
         p.stop()

@@ -8,6 +8,8 @@ checks that the WAL was trimmed and the range is in the bucket, and consumes it 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -19,7 +21,7 @@ S3_START_S = 180.0   # LocalStack needs 2-10 s; a loaded 2-core machine may take
 BROKER_START_S = 60.0
 
 
-def run_smoke(processes, tmp_path, kind: str) -> str:
+def run_smoke(processes, tmp_path, kind: str, wrapper: list[str] | None = None) -> str:
     port = free_port()
     s3 = processes(["bash", "localstack/s3-server.sh", kind], tmp_path / f"{kind}.log",
                    env={**os.environ, "S3_PORT": str(port), "STRATA_S3_BUCKET": "strata-smoke"})
@@ -30,7 +32,8 @@ def run_smoke(processes, tmp_path, kind: str) -> str:
            "STRATA_DATA_DIR": str(tmp_path / "data"),
            "STRATA_KAFKA_LISTEN": "127.0.0.1:0", "STRATA_ADMIN_LISTEN": "127.0.0.1:0"}
     env.pop("STRATA_OBJECT_STORE", None)
-    broker = processes(["bash", "localstack/start-broker.sh", kind], tmp_path / "broker.log", env=env)
+    broker = processes([*(wrapper or []), "bash", "localstack/start-broker.sh", kind],
+                       tmp_path / "broker.log", env=env)
     kafka = broker.wait_for("strata: kafka listening on ", BROKER_START_S).split()[-1]
     admin = broker.wait_for("strata: admin listening on ", BROKER_START_S).split()[-1]
     broker.wait_for("strata: ready", BROKER_START_S)
@@ -55,6 +58,39 @@ def test_smoke_against_moto(processes, tmp_path):
         pytest.skip(".venv/bin/moto_server missing (scripts/test installs it)")
     out = run_smoke(processes, tmp_path, "moto")
     assert "consumed 3000 records from the bucket" in out
+
+
+def syscall_set(filter_name: str) -> set[str]:
+    """The system calls of a systemd filter set, nested sets expanded."""
+    out = subprocess.run(["systemd-analyze", "syscall-filter", filter_name], capture_output=True,
+                         text=True, check=True, timeout=60).stdout
+    names: set[str] = set()
+    for line in out.splitlines()[1:]:
+        item = line.strip()
+        if not item or item.startswith("#"):
+            continue
+        names |= syscall_set(item) if item.startswith("@") else {item}
+    return names
+
+
+@pytest.mark.skipif(shutil.which("strace") is None or shutil.which("systemd-analyze") is None,
+                    reason="needs strace and systemd-analyze")
+def test_broker_system_calls_fit_the_units_seccomp_filter(processes, tmp_path):
+    """deploy/strata.service allows @system-service minus @privileged: every system call the
+    broker (and start-broker.sh) makes through a whole smoke run must be in that set, or systemd
+    would kill it on the VM."""
+    if not (REPO / ".venv" / "bin" / "moto_server").exists():
+        pytest.skip(".venv/bin/moto_server missing (scripts/test installs it)")
+    unit = (REPO / "deploy" / "strata.service").read_text()
+    assert "SystemCallFilter=@system-service" in unit and "SystemCallFilter=~@privileged" in unit
+    trace = tmp_path / "strace.txt"
+    run_smoke(processes, tmp_path, "moto", wrapper=["strace", "-f", "-qq", "-o", str(trace)])
+    for p in processes.started:
+        p.stop()
+    used = set(re.findall(r"^\d+\s+([a-z_0-9]+)\(", trace.read_text(), re.M))
+    assert len(used) > 20, f"strace saw too little: {sorted(used)}"
+    allowed = syscall_set("@system-service") - syscall_set("@privileged")
+    assert used <= allowed, f"outside the unit's filter: {sorted(used - allowed)}"
 
 
 def test_start_broker_refuses_an_unknown_target():
