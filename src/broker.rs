@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::object_storage;
 use crate::partition::Topics;
 use crate::reader::{DiskCache, Reader};
+use crate::search::{self, Search};
 use crate::server;
 use crate::wal::{Wal, WalOptions};
 
@@ -37,7 +38,9 @@ pub struct Broker {
     pub topics: Topics,
     pub wal: Arc<Wal>,
     /// Reads batches from either tier.
-    pub reader: Reader,
+    pub reader: Arc<Reader>,
+    /// The hot search index and the opened indexes of objects.
+    pub search: Search,
     /// Objects uploaded and recorded, by WAL segment.
     pub catalog: Catalog,
     /// Unique to this data directory; part of every object key.
@@ -104,13 +107,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             format!("cannot prepare the cache directory {}", cache_dir.display())
         })?),
     };
-    let reader = Reader::new(
+    let reader = Arc::new(Reader::new(
         wal.clone(),
         object_store.clone(),
         config.cache_memory_bytes,
         disk_cache,
         metrics.clone(),
-    );
+    ));
+
+    let search = Search::open(&config.data_dir).with_context(|| {
+        format!(
+            "cannot prepare the search directory under {}",
+            config.data_dir.display()
+        )
+    })?;
 
     let kafka = TcpListener::bind(config.kafka_listen)
         .await
@@ -127,6 +137,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         cluster_id: metadata.cluster_id(),
         incarnation: metadata.incarnation(),
         reader,
+        search,
         metrics,
         catalog,
         indexer_lock: tokio::sync::Mutex::new(()),
@@ -149,6 +160,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     tracker.spawn(indexer::run(broker.clone()));
     tracker.spawn(snapshot_metadata(broker.clone()));
+    tracker.spawn(search::hot::run(broker.clone()));
     let admin_shutdown = shutdown.clone();
     let admin_task = tokio::spawn(async move {
         axum::serve(admin, admin_app)

@@ -134,6 +134,17 @@ pub struct Config {
     #[arg(long, env = "STRATA_WAL_GROUP_COMMIT_US", default_value_t = 0)]
     pub wal_group_commit_us: u64,
 
+    /// Bearer token every `/v1` admin call must carry (`Authorization: Bearer <token>`).
+    /// Required when the admin listener binds a non-loopback address. Never printed or logged.
+    #[arg(long, env = "STRATA_ADMIN_TOKEN", hide_env_values = true)]
+    #[serde(serialize_with = "redacted")]
+    pub admin_token: Option<String>,
+
+    /// Longest time from a record's acknowledgement until search finds it while it is still in
+    /// the WAL: how often the hot search index takes in new batches.
+    #[arg(long, env = "STRATA_SEARCH_REFRESH_MS", default_value_t = 1000)]
+    pub search_refresh_ms: u64,
+
     /// Log filter, as tracing's EnvFilter (`info`, `strata=debug` ...).
     #[arg(long, env = "STRATA_LOG", default_value = "info")]
     pub log: String,
@@ -199,6 +210,22 @@ impl Config {
                 limits::FRAME_BYTES_MAX
             )));
         }
+        if self.admin_token.is_none() && !self.admin_listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "--admin-listen {} is reachable from other hosts; set --admin-token (or STRATA_ADMIN_TOKEN)",
+                self.admin_listen
+            )));
+        }
+        if self.admin_token.as_deref().is_some_and(str::is_empty) {
+            return Err(ConfigError::Invalid(
+                "--admin-token must not be empty".into(),
+            ));
+        }
+        if self.search_refresh_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "--search-refresh-ms must be at least 1".into(),
+            ));
+        }
         if self.wal_segment_bytes < 4096 {
             return Err(ConfigError::Invalid(
                 "--wal-segment-bytes must be at least 4096".into(),
@@ -225,6 +252,14 @@ pub fn parse_host_port(address: &str) -> Result<(String, i32), String> {
         host.trim_matches(|c| c == '[' || c == ']').to_string(),
         i32::from(port),
     ))
+}
+
+/// Secrets are shown as set or not, never as their value.
+fn redacted<S: serde::Serializer>(value: &Option<String>, out: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => out.serialize_str("<redacted>"),
+        None => out.serialize_none(),
+    }
 }
 
 fn parse_serve(args: Vec<OsString>) -> Result<Config, ConfigError> {
@@ -351,6 +386,27 @@ mod tests {
         assert_eq!(config.node_id, 9);
         assert_eq!(config.default_partitions, 3);
         assert!(!config.auto_create_topics);
+    }
+
+    #[test]
+    fn a_reachable_admin_listener_needs_a_token_and_the_token_is_never_printed() {
+        let error = Config::load(argv(&["--admin-listen", "0.0.0.0:9080"])).unwrap_err();
+        assert!(error.to_string().contains("--admin-token"), "{error}");
+        let config = Config::load(argv(&[
+            "--admin-listen",
+            "0.0.0.0:9080",
+            "--admin-token",
+            "s3cret-value",
+        ]))
+        .unwrap();
+        assert_eq!(config.admin_token.as_deref(), Some("s3cret-value"));
+        let printed = toml::to_string(&config).unwrap();
+        assert!(!printed.contains("s3cret-value"), "{printed}");
+        assert!(
+            printed.contains("admin_token = \"<redacted>\""),
+            "{printed}"
+        );
+        assert_eq!(config.search_refresh_ms, 1000);
     }
 
     #[test]

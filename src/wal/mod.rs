@@ -275,6 +275,11 @@ impl Wal {
         Ok(buffer.freeze())
     }
 
+    /// The segment the writer appends to; every lower id still on disk is sealed.
+    pub fn active_segment(&self) -> u64 {
+        self.files.active.load(Ordering::Acquire)
+    }
+
     /// Sealed segments (every one but the active), oldest first.
     pub fn sealed_segments(&self) -> Vec<u64> {
         let active = self.files.active.load(Ordering::Acquire);
