@@ -97,6 +97,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let wal = Arc::new(Wal::open(wal_options, &topics, data_arrived.clone())?);
     let metrics = Arc::new(Metrics::default());
+    metrics.register(Box::new(wal.fsync_histogram()));
     let cache_dir = config
         .cache_dir
         .clone()
@@ -157,6 +158,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let admin_app = admin::router(admin::AdminState {
         ready: ready.clone(),
         broker: Some(broker.clone()),
+        token: broker.config.admin_token.as_deref().map(Arc::from),
     });
     tracker.spawn(indexer::run(broker.clone()));
     tracker.spawn(snapshot_metadata(broker.clone()));
