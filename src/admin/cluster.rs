@@ -18,14 +18,14 @@ pub struct Status {
 
 /// The process answers.
 #[utoipa::path(get, path = "/health/live", tag = "health",
-    responses((status = 200, body = Status)))]
+    responses((status = 200, description = "OK", body = Status)))]
 pub async fn live() -> Json<Status> {
     Json(Status { status: "live" })
 }
 
 /// The Kafka listener accepts connections.
 #[utoipa::path(get, path = "/health/ready", tag = "health",
-    responses((status = 200, body = Status), (status = 503, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Status), (status = 503, description = "Not ready", body = ErrorBody)))]
 pub async fn ready(State(state): State<AdminState>) -> Result<Json<Status>, ApiError> {
     if state.ready.load(Ordering::Acquire) {
         Ok(Json(Status { status: "ready" }))
@@ -69,7 +69,7 @@ pub struct Cluster {
 
 /// This broker: ids, listeners, version, object store, uptime.
 #[utoipa::path(get, path = "/v1/cluster", tag = "cluster", security(("bearer" = [])),
-    responses((status = 200, body = Cluster), (status = 401, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Cluster), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub async fn cluster(State(state): State<AdminState>) -> Result<Json<Cluster>, ApiError> {
     let broker = state.broker()?;
     let config = &broker.config;
@@ -110,7 +110,7 @@ pub struct Segment {
 /// The objects in the bucket holding a topic's (or one partition's) records, oldest first.
 #[utoipa::path(get, path = "/v1/segments", tag = "cluster", security(("bearer" = [])),
     params(SegmentsQuery),
-    responses((status = 200, body = Vec<Segment>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Vec<Segment>), (status = 404, description = "Not found", body = ErrorBody)))]
 pub async fn segments(
     State(state): State<AdminState>,
     query: Result<Query<SegmentsQuery>, axum::extract::rejection::QueryRejection>,
@@ -153,7 +153,7 @@ pub async fn segments(
 /// Seals the active WAL segment, uploads every sealed one and applies retention, now.
 #[utoipa::path(post, path = "/v1/indexer/run", tag = "cluster", security(("bearer" = [])),
     responses((status = 200, description = "What the run uploaded and expired"),
-        (status = 502, body = ErrorBody)))]
+        (status = 502, description = "Object storage failed", body = ErrorBody)))]
 pub async fn run_indexer(State(state): State<AdminState>) -> Result<Response, ApiError> {
     let broker = state.broker()?;
     match indexer::seal_and_run(broker).await {

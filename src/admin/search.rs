@@ -11,7 +11,7 @@ use crate::search::{self, SearchError, SearchRequest, SearchResponse};
 /// Searches a topic's records in both tiers (Tantivy's query language).
 #[utoipa::path(get, path = "/v1/search", tag = "search", security(("bearer" = [])),
     params(SearchRequest),
-    responses((status = 200, body = SearchResponse),
+    responses((status = 200, description = "OK", body = SearchResponse),
         (status = 400, description = "malformed query or bounds", body = ErrorBody),
         (status = 404, description = "no such topic or partition", body = ErrorBody)))]
 pub async fn search_get(
@@ -25,7 +25,7 @@ pub async fn search_get(
 /// The same search, with the request as a JSON body.
 #[utoipa::path(post, path = "/v1/search", tag = "search", security(("bearer" = [])),
     request_body = SearchRequest,
-    responses((status = 200, body = SearchResponse),
+    responses((status = 200, description = "OK", body = SearchResponse),
         (status = 400, description = "malformed query or bounds", body = ErrorBody),
         (status = 404, description = "no such topic or partition", body = ErrorBody)))]
 pub async fn search_post(

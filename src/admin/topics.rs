@@ -114,7 +114,7 @@ pub struct Deleted {
 
 /// Every topic.
 #[utoipa::path(get, path = "/v1/topics", tag = "topics", security(("bearer" = [])),
-    responses((status = 200, body = Vec<TopicSummary>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Vec<TopicSummary>), (status = 401, description = "Missing or wrong bearer token", body = ErrorBody)))]
 pub async fn list(State(state): State<AdminState>) -> Result<Json<Vec<TopicSummary>>, ApiError> {
     let broker = state.broker()?;
     let mut topics: Vec<TopicSummary> = broker.topics.list().iter().map(|t| summary(t)).collect();
@@ -125,8 +125,8 @@ pub async fn list(State(state): State<AdminState>) -> Result<Json<Vec<TopicSumma
 /// Creates a topic (CreateTopics).
 #[utoipa::path(post, path = "/v1/topics", tag = "topics", security(("bearer" = [])),
     request_body = CreateTopic,
-    responses((status = 201, body = TopicSummary), (status = 200, description = "validate_only: valid", body = TopicSummary),
-        (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, description = "Created", body = TopicSummary), (status = 200, description = "validate_only: valid", body = TopicSummary),
+        (status = 400, description = "Bad request", body = ErrorBody), (status = 409, description = "Already exists", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AdminState>,
     body: Result<Json<CreateTopic>, JsonRejection>,
@@ -175,7 +175,7 @@ pub async fn create(
 /// One topic: its configs (explicit and default) and partitions.
 #[utoipa::path(get, path = "/v1/topics/{topic}", tag = "topics", security(("bearer" = [])),
     params(("topic" = String, Path)),
-    responses((status = 200, body = TopicDetail), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = TopicDetail), (status = 404, description = "Not found", body = ErrorBody)))]
 pub async fn describe(
     State(state): State<AdminState>,
     Path(name): Path<String>,
@@ -193,7 +193,7 @@ pub async fn describe(
 /// Deletes a topic and its data in every tier (DeleteTopics).
 #[utoipa::path(delete, path = "/v1/topics/{topic}", tag = "topics", security(("bearer" = [])),
     params(("topic" = String, Path)),
-    responses((status = 200, body = Deleted), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = Deleted), (status = 404, description = "Not found", body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AdminState>,
     Path(name): Path<String>,
@@ -216,8 +216,8 @@ pub async fn delete(
 /// every config as it is now.
 #[utoipa::path(patch, path = "/v1/topics/{topic}/configs", tag = "topics", security(("bearer" = [])),
     params(("topic" = String, Path)), request_body = AlterConfigs,
-    responses((status = 200, body = BTreeMap<String, ConfigValue>), (status = 400, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = BTreeMap<String, ConfigValue>), (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody)))]
 pub async fn alter_configs(
     State(state): State<AdminState>,
     Path(name): Path<String>,
@@ -255,7 +255,7 @@ pub async fn alter_configs(
 /// Each partition's offsets and tier boundaries.
 #[utoipa::path(get, path = "/v1/topics/{topic}/partitions", tag = "topics", security(("bearer" = [])),
     params(("topic" = String, Path)),
-    responses((status = 200, body = TopicPartitions), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "OK", body = TopicPartitions), (status = 404, description = "Not found", body = ErrorBody)))]
 pub async fn partitions(
     State(state): State<AdminState>,
     Path(name): Path<String>,
@@ -308,7 +308,8 @@ fn configs(broker: &Arc<Broker>, name: &str) -> Result<BTreeMap<String, ConfigVa
     let request =
         DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
             .with_resource_type(RESOURCE_TOPIC)
-            .with_resource_name(str_bytes(name))]);
+            .with_resource_name(str_bytes(name))
+            .with_configuration_keys(None)]);
     let response = api::describe_configs::handle(broker, DESCRIBE_CONFIGS_VERSION, request);
     let result = response
         .results

@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use object_store::path::Path as ObjectPath;
-use tantivy::directory::error::{DeleteError, OpenReadError, OpenWriteError};
-use tantivy::directory::{FileHandle, OwnedBytes, WatchCallback, WatchHandle, WritePtr};
+use tantivy::directory::error::{DeleteError, LockError, OpenReadError, OpenWriteError};
+use tantivy::directory::{
+    DirectoryLock, FileHandle, Lock, OwnedBytes, WatchCallback, WatchHandle, WritePtr,
+};
 use tantivy::{Directory, HasLen};
 use tokio::runtime::Handle;
 
@@ -165,6 +167,11 @@ impl Directory for ObjectDirectory {
 
     fn atomic_write(&self, _path: &Path, _data: &[u8]) -> io::Result<()> {
         Err(read_only())
+    }
+
+    fn acquire_lock(&self, _lock: &Lock) -> Result<DirectoryLock, LockError> {
+        // Nothing here is ever written: readers need no lock against a writer.
+        Ok(DirectoryLock::from(Box::new(())))
     }
 
     fn sync_directory(&self) -> io::Result<()> {

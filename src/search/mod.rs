@@ -193,7 +193,14 @@ pub async fn search(
             if ranges.is_empty() {
                 continue;
             }
-            let (count, found) = run(searcher, query.as_ref(), limit, order)?;
+            let (count, found) =
+                run(searcher, query.as_ref(), limit, order).map_err(|e| match e {
+                    // A query Tantivy parses but cannot run (a range over a JSON value field).
+                    SearchError::Tantivy(tantivy::TantivyError::InvalidArgument(message)) => {
+                        SearchError::BadRequest(message)
+                    }
+                    other => other,
+                })?;
             total += count as u64;
             candidates.extend(found);
         }
