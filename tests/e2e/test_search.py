@@ -314,3 +314,49 @@ def test_a_reachable_admin_listener_without_a_token_is_refused(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert run.returncode != 0
     assert "--admin-token" in run.stderr
+
+
+def metric(broker, name: str) -> float:
+    _, text = broker.http_get("/metrics")
+    for row in text.decode().splitlines():
+        if row.startswith(name + " "):
+            return float(row.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_a_repeated_cold_search_reads_nothing_from_the_bucket(loaded):
+    b, api, topic, _, boundary = loaded
+    q = "value.level:debug AND value.word:echo"
+    first = api.search(topic, q, partition=0, to_offset=boundary[0] - 1, limit=50)
+    gets = metric(b, "strata_object_gets_total")
+    again = api.search(topic, q, partition=0, to_offset=boundary[0] - 1, limit=50)
+    assert again["hits"] == first["hits"] and again["total"] == first["total"]
+    assert metric(b, "strata_object_gets_total") == gets, "the opened index and its chunks are cached"
+
+
+def test_the_hot_index_is_rebuilt_from_the_wal_and_each_record_counts_once(start_broker):
+    b = start_broker("--search-refresh-ms", str(REFRESH_MS), "--wal-segment-ms", "3600000")
+    api = Api(b, token=None)
+    topic = unique_topic("restart")
+    assert api.call("POST", "/v1/topics", {"name": topic, "partitions": 1,
+                                           "configs": {"retention.ms": "-1"}})[0] == 201
+    p = confluent_producer(b.bootstrap)
+    for i in range(500):
+        p.produce(topic, json.dumps({"n": i, "tag": "even" if i % 2 == 0 else "odd"}).encode())
+    flush_all(p)
+
+    def wait_total(q: str, want: int) -> None:
+        deadline = time.monotonic() + 30
+        while (got := api.search(topic, q, limit=0)["total"]) != want:
+            assert time.monotonic() < deadline, f"{q}: {got} != {want}"
+            time.sleep(0.1)
+
+    wait_total("value.tag:even", 250)
+    b.restart()
+    api = Api(b, token=None)
+    wait_total("value.tag:even", 250)  # from the WAL again, after a restart
+    status, run = api.call("POST", "/v1/indexer/run")
+    assert status == 200 and run["uploaded"], run
+    wait_total("value.tag:even", 250)  # now from the bucket, not twice
+    body = api.search(topic, "value.tag:odd", limit=1000, order="offset")
+    assert [h["offset"] for h in body["hits"]] == list(range(1, 500, 2))
