@@ -105,9 +105,10 @@ pub async fn run(broker: Arc<Broker>) {
         })
         .await;
         match pass {
-            Ok((current, result)) => {
+            Ok((mut current, result)) => {
                 if let Err(error) = result {
-                    tracing::warn!(%error, "hot search index refresh failed; will retry");
+                    tracing::warn!(%error, "hot search index refresh failed; rebuilding it");
+                    current.reset();
                 }
                 refresher = Some(current);
             }
@@ -151,6 +152,24 @@ impl Refresher {
             self.commit(segment)?;
         }
         self.retire(active)
+    }
+
+    /// Forgets every hot index, to be rebuilt from the WAL by the next pass: after a failed
+    /// pass, uncommitted documents and the positions reached would disagree.
+    fn reset(&mut self) {
+        self.writers.clear();
+        self.indexed.clear();
+        for segment in std::mem::take(&mut self.readers).into_keys() {
+            self.remove(segment);
+        }
+    }
+
+    fn remove(&self, segment: u64) {
+        self.broker.search.hot.forget(segment);
+        let dir = self.dir(segment);
+        if let Err(error) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(%error, dir = %dir.display(), "cannot delete a hot search index");
+        }
     }
 
     /// Indexes consecutive WAL batches of one partition.
@@ -247,12 +266,8 @@ impl Refresher {
             .filter(|s| *s < active && !on_disk.contains(s))
             .collect();
         for segment in gone {
-            self.broker.search.hot.forget(segment);
             self.readers.remove(&segment);
-            let dir = self.dir(segment);
-            if let Err(error) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(%error, dir = %dir.display(), "cannot delete a hot search index");
-            }
+            self.remove(segment);
         }
         Ok(())
     }
