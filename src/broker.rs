@@ -158,7 +158,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let admin_app = admin::router(admin::AdminState {
         ready: ready.clone(),
         broker: Some(broker.clone()),
-        token: broker.config.admin_token.as_deref().map(Arc::from),
+        token: broker
+            .config
+            .admin_token
+            .as_ref()
+            .map(|t| Arc::from(t.expose())),
     });
     tracker.spawn(indexer::run(broker.clone()));
     tracker.spawn(snapshot_metadata(broker.clone()));

@@ -136,9 +136,8 @@ pub struct Config {
 
     /// Bearer token every `/v1` admin call must carry (`Authorization: Bearer <token>`).
     /// Required when the admin listener binds a non-loopback address. Never printed or logged.
-    #[arg(long, env = "STRATA_ADMIN_TOKEN", hide_env_values = true)]
-    #[serde(serialize_with = "redacted")]
-    pub admin_token: Option<String>,
+    #[arg(long, env = "STRATA_ADMIN_TOKEN", hide_env_values = true, value_parser = Secret::parse)]
+    pub admin_token: Option<Secret>,
 
     /// Longest time from a record's acknowledgement until search finds it while it is still in
     /// the WAL: how often the hot search index takes in new batches.
@@ -216,7 +215,11 @@ impl Config {
                 self.admin_listen
             )));
         }
-        if self.admin_token.as_deref().is_some_and(str::is_empty) {
+        if self
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.expose().is_empty())
+        {
             return Err(ConfigError::Invalid(
                 "--admin-token must not be empty".into(),
             ));
@@ -254,11 +257,31 @@ pub fn parse_host_port(address: &str) -> Result<(String, i32), String> {
     ))
 }
 
-/// Secrets are shown as set or not, never as their value.
-fn redacted<S: serde::Serializer>(value: &Option<String>, out: S) -> Result<S::Ok, S::Error> {
-    match value {
-        Some(_) => out.serialize_str("<redacted>"),
-        None => out.serialize_none(),
+/// A setting that must never be printed or logged: its `Debug` and its serialized form (what
+/// `--check-config` prints) say only that it is set.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    fn parse(text: &str) -> Result<Secret, String> {
+        Ok(Secret(text.to_string()))
+    }
+
+    /// The value, for the one place that compares it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_str("<redacted>")
     }
 }
 
@@ -399,9 +422,13 @@ mod tests {
             "s3cret-value",
         ]))
         .unwrap();
-        assert_eq!(config.admin_token.as_deref(), Some("s3cret-value"));
+        assert_eq!(
+            config.admin_token.as_ref().map(Secret::expose),
+            Some("s3cret-value")
+        );
         let printed = toml::to_string(&config).unwrap();
         assert!(!printed.contains("s3cret-value"), "{printed}");
+        assert!(!format!("{config:?}").contains("s3cret-value"));
         assert!(
             printed.contains("admin_token = \"<redacted>\""),
             "{printed}"
