@@ -26,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::object_storage;
 use crate::partition::Topics;
 use crate::reader::{DiskCache, Reader};
+use crate::search::{self, Search};
 use crate::server;
 use crate::wal::{Wal, WalOptions};
 
@@ -39,7 +40,9 @@ pub struct Broker {
     pub topics: Topics,
     pub wal: Arc<Wal>,
     /// Reads batches from either tier.
-    pub reader: Reader,
+    pub reader: Arc<Reader>,
+    /// The hot search index and the opened indexes of objects.
+    pub search: Search,
     /// Objects uploaded and recorded, by WAL segment.
     pub catalog: Catalog,
     /// Unique to this data directory; part of every object key.
@@ -102,6 +105,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let wal = Arc::new(Wal::open(wal_options, &topics, data_arrived.clone())?);
     let metrics = Arc::new(Metrics::default());
+    metrics.register(Box::new(wal.fsync_histogram()));
     let cache_dir = config
         .cache_dir
         .clone()
@@ -112,13 +116,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             format!("cannot prepare the cache directory {}", cache_dir.display())
         })?),
     };
-    let reader = Reader::new(
+    let reader = Arc::new(Reader::new(
         wal.clone(),
         object_store.clone(),
         config.cache_memory_bytes,
         disk_cache,
         metrics.clone(),
-    );
+    ));
+
+    let search = Search::open(&config.data_dir).with_context(|| {
+        format!(
+            "cannot prepare the search directory under {}",
+            config.data_dir.display()
+        )
+    })?;
 
     let kafka = TcpListener::bind(config.kafka_listen)
         .await
@@ -135,6 +146,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         cluster_id: metadata.cluster_id(),
         incarnation: metadata.incarnation(),
         reader,
+        search,
         metrics,
         groups,
         catalog,
@@ -155,11 +167,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let admin_app = admin::router(admin::AdminState {
         ready: ready.clone(),
         broker: Some(broker.clone()),
+        token: broker
+            .config
+            .admin_token
+            .as_ref()
+            .map(|t| Arc::from(t.expose())),
     });
     tracker.spawn(indexer::run(broker.clone()));
     tracker.spawn(snapshot_metadata(broker.clone()));
     tracker.spawn(snapshot_offsets(broker.clone()));
     tracker.spawn(broker.groups.clone().run_timers(shutdown.clone()));
+    tracker.spawn(search::hot::run(broker.clone()));
     let admin_shutdown = shutdown.clone();
     let admin_task = tokio::spawn(async move {
         axum::serve(admin, admin_app)

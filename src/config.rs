@@ -143,6 +143,16 @@ pub struct Config {
     )]
     pub group_initial_rebalance_delay_ms: u64,
 
+    /// Bearer token every `/v1` admin call must carry (`Authorization: Bearer <token>`).
+    /// Required when the admin listener binds a non-loopback address. Never printed or logged.
+    #[arg(long, env = "STRATA_ADMIN_TOKEN", hide_env_values = true, value_parser = Secret::parse)]
+    pub admin_token: Option<Secret>,
+
+    /// Longest time from a record's acknowledgement until search finds it while it is still in
+    /// the WAL: how often the hot search index takes in new batches.
+    #[arg(long, env = "STRATA_SEARCH_REFRESH_MS", default_value_t = 1000)]
+    pub search_refresh_ms: u64,
+
     /// Log filter, as tracing's EnvFilter (`info`, `strata=debug` ...).
     #[arg(long, env = "STRATA_LOG", default_value = "info")]
     pub log: String,
@@ -208,6 +218,26 @@ impl Config {
                 limits::FRAME_BYTES_MAX
             )));
         }
+        if self.admin_token.is_none() && !self.admin_listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "--admin-listen {} is reachable from other hosts; set --admin-token (or STRATA_ADMIN_TOKEN)",
+                self.admin_listen
+            )));
+        }
+        if self
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.expose().is_empty())
+        {
+            return Err(ConfigError::Invalid(
+                "--admin-token must not be empty".into(),
+            ));
+        }
+        if self.search_refresh_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "--search-refresh-ms must be at least 1".into(),
+            ));
+        }
         if self.wal_segment_bytes < 4096 {
             return Err(ConfigError::Invalid(
                 "--wal-segment-bytes must be at least 4096".into(),
@@ -234,6 +264,34 @@ pub fn parse_host_port(address: &str) -> Result<(String, i32), String> {
         host.trim_matches(|c| c == '[' || c == ']').to_string(),
         i32::from(port),
     ))
+}
+
+/// A setting that must never be printed or logged: its `Debug` and its serialized form (what
+/// `--check-config` prints) say only that it is set.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    fn parse(text: &str) -> Result<Secret, String> {
+        Ok(Secret(text.to_string()))
+    }
+
+    /// The value, for the one place that compares it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_str("<redacted>")
+    }
 }
 
 fn parse_serve(args: Vec<OsString>) -> Result<Config, ConfigError> {
@@ -360,6 +418,31 @@ mod tests {
         assert_eq!(config.node_id, 9);
         assert_eq!(config.default_partitions, 3);
         assert!(!config.auto_create_topics);
+    }
+
+    #[test]
+    fn a_reachable_admin_listener_needs_a_token_and_the_token_is_never_printed() {
+        let error = Config::load(argv(&["--admin-listen", "0.0.0.0:9080"])).unwrap_err();
+        assert!(error.to_string().contains("--admin-token"), "{error}");
+        let config = Config::load(argv(&[
+            "--admin-listen",
+            "0.0.0.0:9080",
+            "--admin-token",
+            "s3cret-value",
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.admin_token.as_ref().map(Secret::expose),
+            Some("s3cret-value")
+        );
+        let printed = toml::to_string(&config).unwrap();
+        assert!(!printed.contains("s3cret-value"), "{printed}");
+        assert!(!format!("{config:?}").contains("s3cret-value"));
+        assert!(
+            printed.contains("admin_token = \"<redacted>\""),
+            "{printed}"
+        );
+        assert_eq!(config.search_refresh_ms, 1000);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Strata: a Kafka-compatible broker for one VM and one bucket. The module map follows the data
 //! path: `server` accepts connections and dispatches to `api` (one file per Kafka API);
 //! `protocol` is the wire; produced batches go to the `wal` and become visible in `partition`;
-//! `metadata` keeps topics and producer ids durable; `admin` is the HTTP API.
+//! `metadata` keeps topics and producer ids durable; `search` queries every record in both
+//! tiers; `admin` is the HTTP API.
 
 pub mod admin;
 pub mod api;
@@ -16,6 +17,7 @@ pub mod object_storage;
 pub mod partition;
 pub mod protocol;
 pub mod reader;
+pub mod search;
 pub mod segment;
 pub mod server;
 pub mod wal;

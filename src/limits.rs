@@ -109,3 +109,26 @@ pub const OFFSETS_ENTRY_BYTES_MAX: usize = FRAME_BYTES_MAX;
 
 /// Offset commits written with one fsync, at most.
 pub const OFFSETS_GROUP_COMMIT_MAX: usize = 1024;
+
+/// Hits a search returns unless asked otherwise, and the most it returns: every index searched
+/// keeps this many candidates, so this bounds a search's memory (a larger `limit` is a 400,
+/// never a silent cut).
+pub const SEARCH_HITS_DEFAULT: usize = 10;
+pub const SEARCH_HITS_MAX: usize = 1000;
+
+/// Object indexes kept open for search (each holds little: the files are read through the
+/// block cache).
+pub const SEARCH_OPEN_INDEXES_MAX: u64 = 1024;
+
+/// Unit of a read of an object's index files: index reads are cached like data blocks.
+pub const SEARCH_INDEX_CHUNK_BYTES: u64 = 1024 * 1024;
+
+/// Memory of the hot index's writer (Tantivy's minimum is 15 MB); one writer is open at a
+/// time, for the active WAL segment (two briefly around a roll).
+pub const SEARCH_HOT_WRITER_BYTES: usize = 16 * 1024 * 1024;
+
+/// WAL bytes the hot-index refresher reads at once.
+pub const SEARCH_HOT_READ_BYTES: usize = 8 * 1024 * 1024;
+
+/// Largest JSON body the admin API accepts (a search or a topic change is small).
+pub const ADMIN_BODY_BYTES_MAX: usize = 1024 * 1024;

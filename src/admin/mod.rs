@@ -1,169 +1,204 @@
-//! The admin HTTP API (axum): `GET /health/live` (the process answers), `GET /health/ready` (the
-//! Kafka listener accepts connections), `POST /v1/indexer/run` (seal the active WAL segment and
-//! upload everything sealed, now) and `GET /v1/topics/{topic}/partitions` (each partition's tier
-//! boundaries). Errors are a status code with `{"error": "..."}`.
+//! The admin HTTP API (axum), JSON in and out; errors are a status code with
+//! `{"error": "..."}`. Health and `/metrics` are open; every `/v1` route needs
+//! `Authorization: Bearer <token>` when `--admin-token` is set.
+//!
+//! Routes are registered only through `utoipa_axum::routes!`, so the OpenAPI document served
+//! at `/v1/openapi.json` is generated from the very handlers the router runs: a route cannot be
+//! served without being documented. One file per area: `cluster.rs` (health, metrics, cluster,
+//! segments, the indexer), `topics.rs` (the same code paths as the Kafka topic APIs),
+//! `search.rs`. To add routes: a handler with `#[utoipa::path]`, one `.routes(routes!(..))`
+//! line in `v1_routes`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+mod cluster;
+mod groups;
+mod search;
+mod topics;
+
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use axum::extract::Path as UrlPath;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::json;
+use axum::{Extension, Json, Router};
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::OpenApi as OpenApiDoc;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::broker::Broker;
-use crate::indexer;
+use crate::limits;
 
 #[derive(Clone)]
 pub struct AdminState {
     pub ready: Arc<AtomicBool>,
-    /// `None` only in tests of the health routes.
+    /// `None` only in tests of the routes.
     pub broker: Option<Arc<Broker>>,
+    /// `--admin-token`: every `/v1` call must carry it.
+    pub token: Option<Arc<str>>,
+}
+
+impl AdminState {
+    fn broker(&self) -> Result<&Arc<Broker>, ApiError> {
+        self.broker.as_ref().ok_or_else(|| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the broker is not running")
+        })
+    }
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// An error answer: a status code and `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl std::fmt::Display) -> ApiError {
+        ApiError {
+            status,
+            message: message.to_string(),
+        }
+    }
+
+    pub fn bad_request(message: impl std::fmt::Display) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl std::fmt::Display) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Strata admin API",
+        description = "Topics, health, metrics, what is in the bucket, and search over every record."
+    ),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Routes that need the token (when one is set).
+fn v1_routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(openapi_json))
+        .routes(routes!(cluster::cluster))
+        .routes(routes!(cluster::segments))
+        .routes(routes!(cluster::run_indexer))
+        .routes(routes!(topics::list, topics::create))
+        .routes(routes!(topics::describe, topics::delete))
+        .routes(routes!(topics::alter_configs))
+        .routes(routes!(topics::partitions))
+        .routes(routes!(search::search_get, search::search_post))
+        .routes(routes!(groups::list))
+        .routes(routes!(groups::describe))
+}
+
+/// Routes anyone who reaches the listener may call.
+fn open_routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(cluster::live))
+        .routes(routes!(cluster::ready))
+        .routes(routes!(cluster::metrics))
+}
+
+/// The router and the OpenAPI document of its routes.
+pub fn router_and_openapi(state: AdminState) -> (Router, OpenApiDoc) {
+    let v1 = v1_routes().route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(open_routes())
+        .merge(v1)
+        .split_for_parts();
+    let router = router
+        .fallback(not_found)
+        .layer(Extension(Arc::new(openapi.clone())))
+        .layer(DefaultBodyLimit::max(limits::ADMIN_BODY_BYTES_MAX))
+        .with_state(state);
+    (router, openapi)
 }
 
 pub fn router(state: AdminState) -> Router {
-    Router::new()
-        .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .route("/v1/indexer/run", post(run_indexer))
-        .route("/v1/topics/{topic}/partitions", get(partitions))
-        .fallback(not_found)
-        .with_state(state)
+    router_and_openapi(state).0
 }
 
-async fn live() -> impl IntoResponse {
-    Json(json!({"status": "live"}))
-}
-
-async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, Json(json!({"status": "ready"})))
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error": "not ready"})),
-        )
+/// Without a token configured, everything passes (the listener is then loopback-only: the
+/// configuration refuses anything else). With one, the request must carry it.
+async fn authorize(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let Some(expected) = state.token.as_deref() else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        return next.run(request).await;
     }
-}
-
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (status, Json(json!({"error": message.to_string()}))).into_response()
-}
-
-fn not_running() -> Response {
-    error(StatusCode::SERVICE_UNAVAILABLE, "the broker is not running")
-}
-
-/// Prometheus text exposition.
-async fn metrics(State(state): State<AdminState>) -> Response {
-    let Some(broker) = state.broker else {
-        return not_running();
-    };
-    broker
-        .metrics
-        .wal_bytes
-        .set(i64::try_from(broker.wal.disk_bytes()).unwrap_or(i64::MAX));
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        broker.metrics.render(),
+    let mut response = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong bearer token (Authorization: Bearer <token>)",
     )
-        .into_response()
+    .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
-/// Seals the active WAL segment, then uploads every sealed segment and answers with what it
-/// uploaded.
-async fn run_indexer(State(state): State<AdminState>) -> Response {
-    let Some(broker) = state.broker else {
-        return not_running();
-    };
-    match indexer::seal_and_run(&broker).await {
-        Ok(run) => Json(run).into_response(),
-        Err(e) => error(StatusCode::BAD_GATEWAY, e),
-    }
+/// This API's OpenAPI 3 document, generated from the handlers.
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "cluster",
+    security(("bearer" = [])),
+    responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json"))
+)]
+async fn openapi_json(Extension(openapi): Extension<Arc<OpenApiDoc>>) -> Response {
+    Json(openapi.as_ref().clone()).into_response()
 }
 
-async fn partitions(State(state): State<AdminState>, UrlPath(topic): UrlPath<String>) -> Response {
-    let Some(broker) = state.broker else {
-        return not_running();
-    };
-    let Some(topic) = broker.topics.get(&topic) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("topic `{topic}` does not exist"),
-        );
-    };
-    let partitions: Vec<_> = topic
-        .partitions
-        .iter()
-        .map(|p| {
-            let state = p.lock();
-            json!({
-                "partition": p.index,
-                "log_start_offset": state.log_start_offset,
-                "high_watermark": state.high_watermark,
-                "wal_start_offset": state.wal_start_offset(),
-                "remote_end_offset": state.remote_end_offset(),
-                "segment_count": state.remote.len(),
-                "segment_bytes": state.remote.iter().map(|s| s.blocks.bytes()).sum::<u64>(),
-            })
-        })
-        .collect();
-    Json(json!({ "topic": topic.name.as_ref(), "partitions": partitions })).into_response()
-}
-
-async fn not_found() -> impl IntoResponse {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({"error": "no such route"})),
-    )
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::body::Body;
-    use axum::http::Request;
-    use tower::ServiceExt;
-
-    #[tokio::test]
-    async fn ready_follows_the_flag_and_unknown_routes_are_json_404() {
-        let state = AdminState {
-            ready: Arc::new(AtomicBool::new(false)),
-            broker: None,
-        };
-        let app = router(state.clone());
-        let get = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
-        assert_eq!(
-            app.clone()
-                .oneshot(get("/health/ready"))
-                .await
-                .unwrap()
-                .status(),
-            503
-        );
-        state.ready.store(true, Ordering::Release);
-        assert_eq!(
-            app.clone()
-                .oneshot(get("/health/ready"))
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
-        assert_eq!(
-            app.clone()
-                .oneshot(get("/health/live"))
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
-        let missing = app.oneshot(get("/nope")).await.unwrap();
-        assert_eq!(missing.status(), 404);
-        assert_eq!(missing.headers()["content-type"], "application/json");
-    }
-}
+mod tests;

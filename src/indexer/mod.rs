@@ -283,6 +283,7 @@ async fn upload(store: &dyn ObjectStore, key: &Path, object: Bytes) -> Result<()
 
 /// Makes an object the cold tier of the partitions it holds.
 pub fn attach(topics: &Topics, entry: &CatalogEntry) {
+    let index_files: Arc<[_]> = entry.footer.index_files.clone().into();
     for blocks in &entry.footer.partitions {
         let Some(topic) = topics.get_by_id(&blocks.topic_id) else {
             continue;
@@ -295,6 +296,7 @@ pub fn attach(topics: &Topics, entry: &CatalogEntry) {
             object_bytes: entry.object_bytes,
             wal_segment_id: entry.wal_segment_id,
             blocks: blocks.clone(),
+            index_files: index_files.clone(),
         });
         partition.lock().attach_remote(segment);
     }

@@ -2,7 +2,11 @@
 //! text exposition served at `GET /metrics`. Counters are plain atomics; incrementing one on the
 //! hot path costs no lock and no allocation.
 
-use prometheus::{Encoder, IntCounter, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
 
 pub struct Metrics {
     registry: Registry,
@@ -15,6 +19,15 @@ pub struct Metrics {
     pub cache_misses: IntCounter,
     pub objects_deleted: IntCounter,
     pub wal_bytes: IntGauge,
+    /// Sealed WAL segments waiting for upload (set when scraped).
+    pub indexer_lag_segments: IntGauge,
+    pub connections: IntGauge,
+    /// Request frame bytes of Produce, response frame bytes of Fetch.
+    pub produce_bytes: IntCounter,
+    pub fetch_bytes: IntCounter,
+    /// Per Kafka api key: requests and seconds from decode to response (looked up by index,
+    /// so the request path takes no lock).
+    apis: Vec<Option<(IntCounter, Histogram)>>,
 }
 
 impl Default for Metrics {
@@ -28,7 +41,7 @@ impl Default for Metrics {
                 .expect("unique metric");
             counter
         };
-        let metrics = Metrics {
+        let mut metrics = Metrics {
             objects_uploaded: counter(
                 "objects_uploaded_total",
                 "Segment objects uploaded to object storage.",
@@ -61,21 +74,86 @@ impl Default for Metrics {
                 "objects_deleted_total",
                 "Objects deleted by retention or topic deletion.",
             ),
-            wal_bytes: IntGauge::with_opts(
-                Opts::new("wal_bytes", "Bytes of WAL on local disk.").namespace("strata"),
-            )
-            .expect("valid metric"),
+            produce_bytes: counter("produce_bytes_total", "Bytes of Produce requests received."),
+            fetch_bytes: counter("fetch_bytes_total", "Bytes of Fetch responses sent."),
+            wal_bytes: gauge("wal_bytes", "Bytes of WAL on local disk."),
+            indexer_lag_segments: gauge(
+                "indexer_lag_segments",
+                "Sealed WAL segments not yet uploaded.",
+            ),
+            connections: gauge("connections", "Open Kafka client connections."),
+            apis: Vec::new(),
             registry,
         };
-        metrics
-            .registry
-            .register(Box::new(metrics.wal_bytes.clone()))
-            .expect("unique metric");
+        for gauge in [
+            &metrics.wal_bytes,
+            &metrics.indexer_lag_segments,
+            &metrics.connections,
+        ] {
+            metrics.register(Box::new(gauge.clone()));
+        }
+        metrics.apis = per_api(&metrics.registry);
         metrics
     }
 }
 
+fn gauge(name: &str, help: &str) -> IntGauge {
+    IntGauge::with_opts(Opts::new(name, help).namespace("strata")).expect("valid metric")
+}
+
+/// A counter and a latency histogram for every api the broker serves.
+fn per_api(registry: &Registry) -> Vec<Option<(IntCounter, Histogram)>> {
+    let requests = IntCounterVec::new(
+        Opts::new("requests_total", "Kafka requests, by api.").namespace("strata"),
+        &["api"],
+    )
+    .expect("valid metric");
+    let latency = HistogramVec::new(
+        HistogramOpts::new(
+            "request_duration_seconds",
+            "Kafka requests from decode to response ready, by api.",
+        )
+        .namespace("strata")
+        .buckets(prometheus::exponential_buckets(0.0001, 2.5, 14).expect("valid buckets")),
+        &["api"],
+    )
+    .expect("valid metric");
+    registry
+        .register(Box::new(requests.clone()))
+        .expect("unique metric");
+    registry
+        .register(Box::new(latency.clone()))
+        .expect("unique metric");
+    let apis = crate::server::dispatch::APIS;
+    let slots = apis
+        .iter()
+        .map(|a| *a as i16 as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut out = vec![None; slots];
+    for api in apis {
+        let name = format!("{api:?}");
+        out[*api as i16 as usize] = Some((
+            requests.with_label_values(&[&name]),
+            latency.with_label_values(&[&name]),
+        ));
+    }
+    out
+}
+
 impl Metrics {
+    /// Registers a metric owned elsewhere (the WAL's fsync histogram).
+    pub fn register(&self, collector: Box<dyn Collector>) {
+        if let Err(error) = self.registry.register(collector) {
+            tracing::warn!(%error, "metric not registered");
+        }
+    }
+
+    /// The request counter and latency histogram of an api key.
+    pub fn api(&self, api_key: i16) -> Option<&(IntCounter, Histogram)> {
+        self.apis.get(usize::try_from(api_key).ok()?)?.as_ref()
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
@@ -105,5 +183,18 @@ mod tests {
             text.contains("# TYPE strata_cache_hits_total counter"),
             "{text}"
         );
+        let (requests, latency) = metrics.api(0).expect("Produce is served");
+        requests.inc();
+        latency.observe(0.002);
+        let text = metrics.render();
+        assert!(
+            text.contains("strata_requests_total{api=\"Produce\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("strata_request_duration_seconds_count{api=\"Produce\"} 1"),
+            "{text}"
+        );
+        assert!(metrics.api(10_000).is_none());
     }
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use uuid::Uuid;
 
-use crate::segment::object::{Block, PartitionBlocks};
+use crate::segment::object::{Block, IndexFile, PartitionBlocks};
 
 use producer::Producers;
 
@@ -40,6 +40,9 @@ pub struct RemoteSegment {
     pub object_bytes: u64,
     pub wal_segment_id: u64,
     pub blocks: PartitionBlocks,
+    /// The object's Tantivy index files (shared by every partition of the object): search
+    /// opens the index from these byte ranges.
+    pub index_files: Arc<[IndexFile]>,
 }
 
 impl RemoteSegment {

@@ -3,6 +3,7 @@
 //! costs one ranged GET per cache miss (never one per batch, never a whole object), and
 //! concurrent misses for the same block are fetched once.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -100,14 +101,25 @@ impl Reader {
         segment: &RemoteSegment,
         block: &Block,
     ) -> Result<Bytes, ReaderError> {
-        let key: BlockKey = (segment.key.as_ref().into(), block.start);
+        self.read_range(&segment.key, block.range()).await
+    }
+
+    /// A byte range of an object, cached like a block. Callers must always ask for the same
+    /// range at a given start (the cache is keyed by object and start): data blocks and
+    /// search's index chunks never start at the same byte.
+    pub async fn read_range(
+        &self,
+        object: &object_store::path::Path,
+        range: Range<u64>,
+    ) -> Result<Bytes, ReaderError> {
+        let key: BlockKey = (object.as_ref().into(), range.start);
         let failed = |source| ReaderError::ObjectStore {
-            key: segment.key.to_string(),
+            key: object.to_string(),
             source,
         };
         let Some(blocks) = &self.blocks else {
             return self
-                .load(key, segment, block)
+                .load(key, object, range)
                 .await
                 .map_err(|e| failed(Arc::new(e)));
         };
@@ -116,7 +128,7 @@ impl Reader {
             return Ok(cached);
         }
         blocks
-            .try_get_with(key.clone(), self.load(key, segment, block))
+            .try_get_with(key.clone(), self.load(key, object, range))
             .await
             .map_err(failed)
     }
@@ -125,8 +137,8 @@ impl Reader {
     async fn load(
         &self,
         key: BlockKey,
-        segment: &RemoteSegment,
-        block: &Block,
+        object: &object_store::path::Path,
+        range: Range<u64>,
     ) -> Result<Bytes, object_store::Error> {
         if let Some(disk) = &self.disk {
             if let Some(bytes) = disk.get(&key).await {
@@ -135,7 +147,7 @@ impl Reader {
             }
         }
         self.metrics.cache_misses.inc();
-        let bytes = self.store.get_range(&segment.key, block.range()).await?;
+        let bytes = self.store.get_range(object, range).await?;
         self.metrics.object_gets.inc();
         self.metrics.bytes_fetched_remote.inc_by(bytes.len() as u64);
         if let Some(disk) = &self.disk {

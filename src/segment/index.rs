@@ -1,6 +1,8 @@
 //! The Tantivy index inside each segment object: one document per record, built from
 //! `CanonicalRecord`s. Fast fields `partition`, `offset`, `timestamp` (and `topic_id` as an exact
-//! term) locate a hit; `key` and `value` are searchable text; headers are a JSON field, so
+//! term) locate a hit; `key` is searchable text; `value` is a JSON field that holds the value's
+//! text at its root (so `value:term` searches the whole value) and, when the value is a JSON
+//! object, the object too (so `value.level:error` finds a field); headers are a JSON field, so
 //! `header.<name>:term` finds a header value. The index is built in a temporary directory off
 //! the async executor and its files are packed into the object, after the data blocks.
 
@@ -8,10 +10,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use tantivy::schema::{Field, OwnedValue, Schema, FAST, INDEXED, STRING, TEXT};
+use tantivy::TantivyDocument as Document;
 use tantivy::{Index, IndexWriter, TantivyDocument};
 use uuid::Uuid;
 
-use super::canonical::CanonicalBatch;
+use super::canonical::{CanonicalBatch, CanonicalRecord};
 use crate::limits;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +36,8 @@ pub struct Fields {
     pub header: Field,
 }
 
-/// The schema every segment index uses (the object's format version covers it).
+/// The schema every segment index uses (the object's format version covers it: format 3
+/// made `value` a JSON field).
 pub fn schema() -> (Schema, Fields) {
     let mut builder = Schema::builder();
     let fields = Fields {
@@ -42,7 +46,7 @@ pub fn schema() -> (Schema, Fields) {
         offset: builder.add_i64_field("offset", INDEXED | FAST),
         timestamp: builder.add_i64_field("timestamp", INDEXED | FAST),
         key: builder.add_text_field("key", TEXT),
-        value: builder.add_text_field("value", TEXT),
+        value: builder.add_json_field("value", TEXT),
         header: builder.add_json_field("header", TEXT),
     };
     (builder.build(), fields)
@@ -80,39 +84,8 @@ impl IndexBuilder {
         batch: &CanonicalBatch,
     ) -> Result<(), IndexError> {
         let topic_id = topic_id.to_string();
-        let fields = &self.fields;
         for record in &batch.records {
-            let mut document = TantivyDocument::default();
-            document.add_text(fields.topic_id, &topic_id);
-            document.add_i64(fields.partition, i64::from(partition));
-            document.add_i64(fields.offset, record.offset);
-            document.add_i64(fields.timestamp, record.timestamp);
-            if let Some(key) = record
-                .key
-                .as_deref()
-                .and_then(|k| std::str::from_utf8(k).ok())
-            {
-                document.add_text(fields.key, key);
-            }
-            if let Some(value) = record
-                .value
-                .as_deref()
-                .and_then(|v| std::str::from_utf8(v).ok())
-            {
-                document.add_text(fields.value, value);
-            }
-            let headers: BTreeMap<String, OwnedValue> = record
-                .headers
-                .iter()
-                .filter_map(|h| {
-                    let name = std::str::from_utf8(&h.key).ok()?;
-                    let value = std::str::from_utf8(h.value.as_deref()?).ok()?;
-                    Some((name.to_string(), OwnedValue::Str(value.to_string())))
-                })
-                .collect();
-            if !headers.is_empty() {
-                document.add_object(fields.header, headers);
-            }
+            let document = document(&self.fields, &topic_id, partition, record);
             self.writer.add_document(document)?;
         }
         Ok(())
@@ -134,6 +107,62 @@ impl IndexBuilder {
         files.sort();
         Ok(files)
     }
+}
+
+/// The document of one record. Keys, values and header values that are not UTF-8 are left out
+/// of it (the records themselves are stored either way).
+pub fn document(
+    fields: &Fields,
+    topic_id: &str,
+    partition: i32,
+    record: &CanonicalRecord,
+) -> Document {
+    let mut document = TantivyDocument::default();
+    document.add_text(fields.topic_id, topic_id);
+    document.add_i64(fields.partition, i64::from(partition));
+    document.add_i64(fields.offset, record.offset);
+    document.add_i64(fields.timestamp, record.timestamp);
+    if let Some(key) = utf8(&record.key) {
+        document.add_text(fields.key, key);
+    }
+    if let Some(value) = utf8(&record.value) {
+        // The whole text at the JSON root: `value:term` searches every value alike.
+        document.add_field_value(fields.value, &OwnedValue::Str(value.to_string()));
+        if let Some(object) = json_object(value) {
+            document.add_object(fields.value, object);
+        }
+    }
+    let headers: BTreeMap<String, OwnedValue> = record
+        .headers
+        .iter()
+        .filter_map(|h| {
+            let name = std::str::from_utf8(&h.key).ok()?;
+            let value = std::str::from_utf8(h.value.as_deref()?).ok()?;
+            Some((name.to_string(), OwnedValue::Str(value.to_string())))
+        })
+        .collect();
+    if !headers.is_empty() {
+        document.add_object(fields.header, headers);
+    }
+    document
+}
+
+fn utf8(bytes: &Option<bytes::Bytes>) -> Option<&str> {
+    std::str::from_utf8(bytes.as_deref()?).ok()
+}
+
+/// A value that is a JSON object, as Tantivy's document value.
+fn json_object(value: &str) -> Option<BTreeMap<String, OwnedValue>> {
+    if !value.trim_start().starts_with('{') {
+        return None;
+    }
+    let parsed: serde_json::Map<String, serde_json::Value> = serde_json::from_str(value).ok()?;
+    Some(
+        parsed
+            .into_iter()
+            .map(|(k, v)| (k, OwnedValue::from(v)))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -197,5 +226,63 @@ mod tests {
         assert_eq!(count("header.service:db AND value:error"), 2);
         assert_eq!(count("offset:[10 TO 19]"), 10);
         assert_eq!(count("partition:3"), 50);
+    }
+}
+
+#[cfg(test)]
+mod json_tests {
+    use super::*;
+    use crate::protocol::record_batch::tests_support;
+    use bytes::Bytes;
+    use tantivy::collector::Count;
+
+    #[test]
+    fn json_values_are_searchable_by_field_and_as_text() {
+        let values = [
+            r#"{"level": "error", "service": "api", "msg": "disk full", "status": 500}"#,
+            r#"{"level": "info", "service": "api", "msg": "all good", "status": 200}"#,
+            "plain error text",
+            r#"[1, 2, "error"]"#,
+        ];
+        let records: Vec<_> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| tests_support::record(i as i32, 1_000, None, Some(Bytes::from(*v))))
+            .collect();
+        let batch = tests_support::encode(&records, kafka_protocol::records::Compression::None);
+        let canonical = CanonicalBatch::from_batch(&batch).unwrap();
+        let parent = tempfile::tempdir().unwrap();
+        let mut builder = IndexBuilder::new(parent.path()).unwrap();
+        builder.add_batch(&Uuid::nil(), 0, &canonical).unwrap();
+        let files = builder.finish().unwrap();
+        let unpacked = tempfile::tempdir().unwrap();
+        for (name, bytes) in &files {
+            std::fs::write(unpacked.path().join(name), bytes).unwrap();
+        }
+        let index = Index::open_in_dir(unpacked.path()).unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        let count = |q: &str| {
+            searcher
+                .search(&crate::search::query::parse(q).unwrap(), &Count)
+                .unwrap()
+        };
+        assert_eq!(count("value.level:error"), 1);
+        assert_eq!(count("value.service:api"), 2);
+        assert_eq!(count("value.status:500"), 1);
+        assert_eq!(count("value:error"), 3, "the whole text of every value");
+        assert_eq!(count("error"), 3, "value is a default field");
+        assert_eq!(count("value.msg:\"disk full\""), 1);
+        assert_eq!(count("value.level:error AND NOT value.service:api"), 0);
+        assert_eq!(count("value:error AND NOT value.level:error"), 2);
+        assert_eq!(
+            count("level:error"),
+            1,
+            "a field not in the schema is a value field"
+        );
+        assert_eq!(count("value.level:info OR NOT value:error"), 1);
+        assert_eq!(
+            count("(value:error AND NOT value.level:error) OR value.status:200"),
+            3
+        );
     }
 }

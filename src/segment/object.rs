@@ -21,7 +21,7 @@ use crate::partition::producer::Producers;
 use crate::protocol::record_batch::BatchHeader;
 
 pub const MAGIC: &[u8; 8] = b"STRATASG";
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 const HEADER_BYTES: usize = 16;
 pub const TRAILER_BYTES: usize = 20;
 

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
@@ -20,6 +21,7 @@ use super::ServerError;
 use crate::api::api_versions;
 use crate::broker::Broker;
 use crate::limits;
+use crate::metrics::Metrics;
 use crate::protocol::{self, encode_response};
 
 /// A response on its way out, in request order.
@@ -28,6 +30,8 @@ struct Outgoing {
     version: i16,
     correlation_id: i32,
     reply: Reply,
+    /// When the request was decoded: its latency ends when its response is ready.
+    started: Instant,
 }
 
 pub async fn serve_connection(
@@ -39,12 +43,19 @@ pub async fn serve_connection(
     let _ = stream.set_nodelay(true);
     let (reader, writer) = stream.into_split();
     let (queue, outgoing) = mpsc::channel(limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX);
-    let writer = tokio::spawn(write_responses(writer, outgoing, peer));
+    broker.metrics.connections.inc();
+    let writer = tokio::spawn(write_responses(
+        writer,
+        outgoing,
+        peer,
+        broker.metrics.clone(),
+    ));
     if let Err(error) = read_requests(reader, peer, &broker, &queue, &shutdown).await {
         tracing::info!(%peer, %error, "closing connection");
     }
     drop(queue);
     let _ = writer.await;
+    broker.metrics.connections.dec();
 }
 
 async fn read_requests(
@@ -90,6 +101,7 @@ async fn handle_frame(
                 version: 0,
                 correlation_id,
                 reply,
+                started: Instant::now(),
             });
         }
         return Err(ServerError::UnsupportedVersion {
@@ -97,6 +109,10 @@ async fn handle_frame(
             version,
             supported,
         });
+    }
+    let started = Instant::now();
+    if api == ApiKey::Produce {
+        broker.metrics.produce_bytes.inc_by(frame.len() as u64);
     }
     let (header, body) = protocol::decode_request(api, version, frame)?;
     let correlation_id = header.correlation_id;
@@ -106,6 +122,7 @@ async fn handle_frame(
         version,
         correlation_id,
         reply,
+        started,
     })
 }
 
@@ -113,14 +130,20 @@ async fn write_responses(
     writer: OwnedWriteHalf,
     mut outgoing: mpsc::Receiver<Outgoing>,
     peer: SocketAddr,
+    metrics: Arc<Metrics>,
 ) {
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
     while let Some(next) = outgoing.recv().await {
         let body = match next.reply {
-            Reply::Ready(body) => *body,
-            Reply::Deferred(work) => work.await,
-            Reply::None => continue,
+            Reply::Ready(body) => Some(*body),
+            Reply::Deferred(work) => Some(work.await),
+            Reply::None => None,
         };
+        if let Some((requests, latency)) = metrics.api(next.api as i16) {
+            requests.inc();
+            latency.observe(next.started.elapsed().as_secs_f64());
+        }
+        let Some(body) = body else { continue };
         let frame = match encode_response(next.api, next.version, next.correlation_id, &body) {
             Ok(frame) => frame,
             Err(error) => {
@@ -128,6 +151,9 @@ async fn write_responses(
                 return;
             }
         };
+        if next.api == ApiKey::Fetch {
+            metrics.fetch_bytes.inc_by(frame.len() as u64);
+        }
         if writer.write_all(&frame).await.is_err() {
             return;
         }

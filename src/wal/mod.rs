@@ -123,6 +123,8 @@ pub struct SegmentFiles {
     bytes: AtomicU64,
     /// Notified when a segment is sealed (wakes the indexer).
     sealed: Notify,
+    /// Seconds each group commit's write and fsync took (the broker registers it).
+    fsync_seconds: prometheus::Histogram,
 }
 
 impl SegmentFiles {
@@ -178,6 +180,14 @@ impl Wal {
             active: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             sealed: Notify::new(),
+            fsync_seconds: prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(
+                    "strata_wal_fsync_seconds",
+                    "Write and fsync of one WAL group commit.",
+                )
+                .buckets(prometheus::exponential_buckets(0.00005, 2.0, 16).expect("valid buckets")),
+            )
+            .expect("valid metric"),
         });
         let mut active = None;
         for (n, &id) in ids.iter().enumerate() {
@@ -273,6 +283,16 @@ impl Wal {
             at = end;
         }
         Ok(buffer.freeze())
+    }
+
+    /// The segment the writer appends to; every lower id still on disk is sealed.
+    pub fn active_segment(&self) -> u64 {
+        self.files.active.load(Ordering::Acquire)
+    }
+
+    /// The latency histogram of group commits (write + fsync).
+    pub fn fsync_histogram(&self) -> prometheus::Histogram {
+        self.files.fsync_seconds.clone()
     }
 
     /// Sealed segments (every one but the active), oldest first.

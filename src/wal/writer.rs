@@ -251,11 +251,13 @@ impl Writer {
     /// Writes and syncs the group, then publishes and answers it; or undoes and refuses it.
     fn commit(&mut self, group: Group) {
         if !group.buffer.is_empty() {
+            let timer = self.files.fsync_seconds.start_timer();
             let written = self
                 .active
                 .file
                 .write_all_at(&group.buffer, self.active.length)
                 .and_then(|_| self.active.file.sync_data());
+            timer.observe_duration();
             if let Err(error) = written {
                 self.fail(group, error);
                 return;

@@ -1,0 +1,149 @@
+//! Tests of the router itself (no broker): routing, auth, errors, and that the OpenAPI document
+//! and the router agree. Handlers with a broker are tested against the real binary
+//! (`tests/e2e/test_search.py`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use tower::ServiceExt;
+
+use super::*;
+
+fn state(token: Option<&str>) -> AdminState {
+    AdminState {
+        ready: Arc::new(AtomicBool::new(false)),
+        broker: None,
+        token: token.map(Arc::from),
+    }
+}
+
+async fn call(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+) -> (StatusCode, String) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test]
+async fn ready_follows_the_flag_and_unknown_routes_are_json_404() {
+    let state = state(None);
+    let app = router(state.clone());
+    assert_eq!(call(&app, Method::GET, "/health/ready", None).await.0, 503);
+    state.ready.store(true, Ordering::Release);
+    assert_eq!(call(&app, Method::GET, "/health/ready", None).await.0, 200);
+    assert_eq!(call(&app, Method::GET, "/health/live", None).await.0, 200);
+    let (status, body) = call(&app, Method::GET, "/nope", None).await;
+    assert_eq!(status, 404);
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"], "no such route");
+}
+
+#[tokio::test]
+async fn with_a_token_every_v1_route_needs_it_and_health_does_not() {
+    let app = router(state(Some("s3cret")));
+    for token in [None, Some("wrong"), Some("s3cre"), Some("s3cret-and-more")] {
+        let (status, body) = call(&app, Method::GET, "/v1/topics", token).await;
+        assert_eq!(status, 401, "{token:?}");
+        assert!(body.contains("\"error\""), "{body}");
+    }
+    // The right token passes auth (no broker here: 503, not 401).
+    assert_eq!(
+        call(&app, Method::GET, "/v1/topics", Some("s3cret"))
+            .await
+            .0,
+        503
+    );
+    assert_eq!(
+        call(&app, Method::GET, "/v1/openapi.json", Some("s3cret"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(call(&app, Method::GET, "/health/live", None).await.0, 200);
+}
+
+/// Every operation in the document is served by the router (not the fallback), and every
+/// route the issue asks for is in the document.
+#[tokio::test]
+async fn the_openapi_document_and_the_router_agree() {
+    let (app, doc) = router_and_openapi(state(None));
+    let (status, served) = call(&app, Method::GET, "/v1/openapi.json", None).await;
+    assert_eq!(status, 200);
+    let served: serde_json::Value = serde_json::from_str(&served).unwrap();
+    assert_eq!(served["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+    let paths = served["paths"].as_object().unwrap();
+    assert_eq!(paths.len(), doc.paths.paths.len());
+    let mut operations = Vec::new();
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            operations.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    for (method, path) in &operations {
+        let uri = path.replace("{topic}", "t");
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let (status, body) = call(&app, method.clone(), &uri, None).await;
+        assert!(
+            !body.contains("no such route") && status != 405,
+            "{method} {path} is documented but not served: {status} {body}"
+        );
+    }
+    let expected = [
+        ("GET", "/health/live"),
+        ("GET", "/health/ready"),
+        ("GET", "/metrics"),
+        ("GET", "/v1/cluster"),
+        ("GET", "/v1/topics"),
+        ("POST", "/v1/topics"),
+        ("GET", "/v1/topics/{topic}"),
+        ("DELETE", "/v1/topics/{topic}"),
+        ("PATCH", "/v1/topics/{topic}/configs"),
+        ("GET", "/v1/topics/{topic}/partitions"),
+        ("GET", "/v1/segments"),
+        ("POST", "/v1/indexer/run"),
+        ("GET", "/v1/search"),
+        ("POST", "/v1/search"),
+        ("GET", "/v1/groups"),
+        ("GET", "/v1/groups/{group}"),
+        ("GET", "/v1/openapi.json"),
+    ];
+    for (method, path) in expected {
+        assert!(
+            operations.contains(&(method.to_string(), path.to_string())),
+            "{method} {path} missing from the document"
+        );
+    }
+    // A /v1 path not in the document is not served.
+    assert_eq!(call(&app, Method::GET, "/v1/nothing", None).await.0, 404);
+}
+
+#[tokio::test]
+async fn bad_bodies_and_queries_are_400_with_json() {
+    let app = router(state(None));
+    let request = Request::post("/v1/search")
+        .header("content-type", "application/json")
+        .body(Body::from("{not json"))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 400);
+    let (status, body) = call(&app, Method::GET, "/v1/search?topic=t&limit=x", None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"error\""), "{body}");
+}

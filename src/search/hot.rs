@@ -1,0 +1,293 @@
+//! The hot index: records still in the WAL, searchable within `--search-refresh-ms` of being
+//! acknowledged. One Tantivy index per WAL segment, in `<data-dir>/search/hot/<segment>/`
+//! (on disk, so memory stays bounded by the writer budget, not by the WAL). A background task
+//! reads, every refresh interval, the batches each partition published above what it already
+//! indexed, and commits. The produce path does no work for it.
+//!
+//! An index lives as long as its WAL segment: once the indexer uploads the segment and deletes
+//! it, its hot index is deleted too. Meanwhile the same records are in both tiers; a search
+//! takes each offset from one tier only (see `search::ranges`). The directory is emptied at
+//! start-up and rebuilt from the WAL.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument};
+use uuid::Uuid;
+
+use crate::broker::Broker;
+use crate::limits;
+use crate::partition::BatchLocation;
+use crate::segment::canonical::CanonicalBatch;
+use crate::segment::index::{document, schema, Fields};
+
+use super::SearchError;
+
+/// Readers of the hot indexes, by WAL segment; shared with searches.
+pub struct HotIndex {
+    root: PathBuf,
+    readers: Mutex<BTreeMap<u64, IndexReader>>,
+}
+
+impl HotIndex {
+    /// Empties `root` (what a previous run left is rebuilt from the WAL).
+    pub fn open(root: PathBuf) -> std::io::Result<HotIndex> {
+        match std::fs::remove_dir_all(&root) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        std::fs::create_dir_all(&root)?;
+        Ok(HotIndex {
+            root,
+            readers: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// A searcher of every hot index, as of its last refresh.
+    pub fn searchers(&self) -> Vec<Searcher> {
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(IndexReader::searcher)
+            .collect()
+    }
+
+    fn publish(&self, segment: u64, reader: IndexReader) {
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(segment, reader);
+    }
+
+    fn forget(&self, segment: u64) {
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&segment);
+    }
+}
+
+/// Writers open at once: the active segment's and one more.
+const WRITERS_OPEN_MAX: usize = 2;
+
+/// The background task's side: the writers and how far each partition is indexed.
+struct Refresher {
+    broker: Arc<Broker>,
+    fields: Fields,
+    /// Open writers, at most `WRITERS_OPEN_MAX` (each holds its memory budget).
+    writers: BTreeMap<u64, IndexWriter>,
+    /// Segments with a hot index on disk, and their readers.
+    readers: BTreeMap<u64, IndexReader>,
+    /// Per partition, the next offset to index.
+    indexed: HashMap<(Uuid, i32), i64>,
+}
+
+/// Refreshes the hot index every `--search-refresh-ms` until shutdown.
+pub async fn run(broker: Arc<Broker>) {
+    let interval = Duration::from_millis(broker.config.search_refresh_ms.max(1));
+    let mut refresher = Some(Refresher {
+        broker: broker.clone(),
+        fields: schema().1,
+        writers: BTreeMap::new(),
+        readers: BTreeMap::new(),
+        indexed: HashMap::new(),
+    });
+    loop {
+        let Some(mut current) = refresher.take() else {
+            return;
+        };
+        let pass = tokio::task::spawn_blocking(move || {
+            let result = current.refresh();
+            (current, result)
+        })
+        .await;
+        match pass {
+            Ok((mut current, result)) => {
+                if let Err(error) = result {
+                    tracing::warn!(%error, "hot search index refresh failed; rebuilding it");
+                    current.reset();
+                }
+                refresher = Some(current);
+            }
+            Err(error) => {
+                tracing::error!(%error, "hot search index refresher stopped");
+                return;
+            }
+        }
+        tokio::select! {
+            _ = broker.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+impl Refresher {
+    /// One pass: index what was published since the last, commit, drop what was uploaded.
+    fn refresh(&mut self) -> Result<(), SearchError> {
+        // Read first: every batch of a segment below it was published before this pass began.
+        let active = self.broker.wal.active_segment();
+        let mut touched = BTreeSet::new();
+        let mut live = BTreeSet::new();
+        for partition in self.broker.topics.partitions() {
+            let key = (partition.topic_id, partition.index);
+            live.insert(key);
+            let from = self.indexed.get(&key).copied().unwrap_or(i64::MIN);
+            let pending: Vec<BatchLocation> = {
+                let state = partition.lock();
+                let at = state.batches.partition_point(|b| b.base_offset < from);
+                state.batches.range(at..).copied().collect()
+            };
+            for chunk in chunks(&pending) {
+                self.index_batches(&partition.topic_id, partition.index, chunk, &mut touched)?;
+            }
+            if let Some(last) = pending.last() {
+                self.indexed.insert(key, last.last_offset + 1);
+            }
+        }
+        self.indexed.retain(|key, _| live.contains(key));
+        for segment in touched {
+            self.commit(segment)?;
+        }
+        self.retire(active)
+    }
+
+    /// Forgets every hot index, to be rebuilt from the WAL by the next pass: after a failed
+    /// pass, uncommitted documents and the positions reached would disagree.
+    fn reset(&mut self) {
+        self.writers.clear();
+        self.indexed.clear();
+        for segment in std::mem::take(&mut self.readers).into_keys() {
+            self.remove(segment);
+        }
+    }
+
+    fn remove(&self, segment: u64) {
+        self.broker.search.hot.forget(segment);
+        let dir = self.dir(segment);
+        if let Err(error) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(%error, dir = %dir.display(), "cannot delete a hot search index");
+        }
+    }
+
+    /// Indexes consecutive WAL batches of one partition.
+    fn index_batches(
+        &mut self,
+        topic_id: &Uuid,
+        partition: i32,
+        locations: &[BatchLocation],
+        touched: &mut BTreeSet<u64>,
+    ) -> Result<(), SearchError> {
+        let bytes = match self.broker.wal.read(locations) {
+            Ok(bytes) => bytes,
+            // Uploaded and trimmed meanwhile: the cold tier has them now.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(SearchError::Wal(e.to_string())),
+        };
+        let topic = topic_id.to_string();
+        let mut at = 0;
+        for location in locations {
+            let end = at + location.bytes as usize;
+            let batch = bytes.slice(at..end);
+            at = end;
+            let Ok(canonical) = CanonicalBatch::from_batch(&batch) else {
+                // Stored and served, but not searchable (as in the cold tier).
+                continue;
+            };
+            let documents: Vec<TantivyDocument> = canonical
+                .records
+                .iter()
+                .map(|record| document(&self.fields, &topic, partition, record))
+                .collect();
+            let writer = self.writer(location.segment_id)?;
+            for doc in documents {
+                writer.add_document(doc)?;
+            }
+            touched.insert(location.segment_id);
+        }
+        Ok(())
+    }
+
+    fn writer(&mut self, segment: u64) -> Result<&mut IndexWriter, SearchError> {
+        if !self.writers.contains_key(&segment) {
+            if self.writers.len() >= WRITERS_OPEN_MAX {
+                // Rebuilding a long WAL at start-up touches many segments in one pass.
+                let oldest = *self.writers.keys().next().expect("not empty");
+                self.commit(oldest)?;
+                self.writers.remove(&oldest);
+            }
+            let dir = self.dir(segment);
+            let index = if self.readers.contains_key(&segment) {
+                Index::open_in_dir(&dir)?
+            } else {
+                std::fs::create_dir_all(&dir).map_err(|e| SearchError::Wal(e.to_string()))?;
+                Index::create_in_dir(&dir, schema().0)?
+            };
+            let writer = index.writer_with_num_threads(1, limits::SEARCH_HOT_WRITER_BYTES)?;
+            if !self.readers.contains_key(&segment) {
+                let reader: IndexReader = index
+                    .reader_builder()
+                    .reload_policy(ReloadPolicy::Manual)
+                    .try_into()?;
+                self.broker.search.hot.publish(segment, reader.clone());
+                self.readers.insert(segment, reader);
+            }
+            self.writers.insert(segment, writer);
+        }
+        Ok(self.writers.get_mut(&segment).expect("inserted above"))
+    }
+
+    /// Makes what was added to a segment's index searchable.
+    fn commit(&mut self, segment: u64) -> Result<(), SearchError> {
+        if let Some(writer) = self.writers.get_mut(&segment) {
+            writer.commit()?;
+        }
+        if let Some(reader) = self.readers.get(&segment) {
+            reader.reload()?;
+        }
+        Ok(())
+    }
+
+    fn dir(&self, segment: u64) -> PathBuf {
+        self.broker.search.hot.root.join(format!("{segment:020}"))
+    }
+
+    /// Closes the writers of sealed segments (fully indexed now) and deletes the indexes of
+    /// segments no longer in the WAL.
+    fn retire(&mut self, active: u64) -> Result<(), SearchError> {
+        self.writers.retain(|segment, _| *segment >= active);
+        let on_disk: BTreeSet<u64> = self.broker.wal.sealed_segments().into_iter().collect();
+        let gone: Vec<u64> = self
+            .readers
+            .keys()
+            .copied()
+            .filter(|s| *s < active && !on_disk.contains(s))
+            .collect();
+        for segment in gone {
+            self.readers.remove(&segment);
+            self.remove(segment);
+        }
+        Ok(())
+    }
+}
+
+/// Runs of batches of at most `SEARCH_HOT_READ_BYTES` (at least one batch each).
+fn chunks(batches: &[BatchLocation]) -> Vec<&[BatchLocation]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0usize;
+    for (i, batch) in batches.iter().enumerate() {
+        if i > start && bytes + batch.bytes as usize > limits::SEARCH_HOT_READ_BYTES {
+            out.push(&batches[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += batch.bytes as usize;
+    }
+    if start < batches.len() {
+        out.push(&batches[start..]);
+    }
+    out
+}

@@ -1,0 +1,139 @@
+//! From a user's query string and the request's bounds to the Tantivy query run on every index:
+//! the parsed query (default fields `key` and `value`), made to mean what its boolean
+//! operators say, and the filters (topic, partitions and their offset ranges, timestamps)
+//! that every hit must also match.
+
+use std::ops::Bound;
+
+use tantivy::query::{
+    AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, QueryParser, RangeQuery, TermQuery,
+};
+use tantivy::schema::IndexRecordOption;
+use tantivy::tokenizer::TokenizerManager;
+use tantivy::Term;
+
+use crate::segment::index::{schema, Fields};
+
+/// Parses a query in Tantivy's language; the error is Tantivy's message.
+pub fn parse(text: &str) -> Result<Box<dyn Query>, String> {
+    let (schema, fields) = schema();
+    let parser = QueryParser::new(
+        schema,
+        vec![fields.key, fields.value],
+        TokenizerManager::default(),
+    );
+    let query = parser.parse_query(text).map_err(|e| e.to_string())?;
+    Ok(normalize(query))
+}
+
+/// Tantivy parses `a AND NOT b` into `+a +(-b)`, and a boolean query of only negative clauses
+/// matches nothing, so the whole query would match nothing. A purely negative clause means
+/// "everything but": give it an explicit match-all, at every depth.
+fn normalize(query: Box<dyn Query>) -> Box<dyn Query> {
+    let Some(boolean) = query.downcast_ref::<BooleanQuery>() else {
+        return query;
+    };
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> = boolean
+        .clauses()
+        .iter()
+        .map(|(occur, sub)| (*occur, normalize(sub.box_clone())))
+        .collect();
+    if clauses.iter().all(|(occur, _)| *occur == Occur::MustNot) {
+        clauses.push((Occur::Must, Box::new(AllQuery)));
+    }
+    Box::new(BooleanQuery::new(clauses))
+}
+
+/// The offsets of one partition a search covers in one tier: `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionRange {
+    pub partition: i32,
+    pub start: i64,
+    pub end: i64,
+}
+
+/// `query` restricted to one topic, the partitions' offset ranges and a timestamp range
+/// (inclusive).
+pub fn filtered(
+    query: &dyn Query,
+    topic_id: &uuid::Uuid,
+    ranges: &[PartitionRange],
+    timestamps: (Option<i64>, Option<i64>),
+) -> Box<dyn Query> {
+    let (_, fields) = schema();
+    let mut filters: Vec<(Occur, Box<dyn Query>)> = vec![
+        (
+            Occur::Must,
+            Box::new(TermQuery::new(
+                Term::from_field_text(fields.topic_id, &topic_id.to_string()),
+                IndexRecordOption::Basic,
+            )),
+        ),
+        (Occur::Must, partitions(&fields, ranges)),
+    ];
+    if timestamps != (None, None) {
+        filters.push((
+            Occur::Must,
+            Box::new(RangeQuery::new(
+                bound(fields.timestamp, timestamps.0),
+                bound(fields.timestamp, timestamps.1),
+            )),
+        ));
+    }
+    // Filters add nothing to the score: scores stay comparable across indexes.
+    let filters = ConstScoreQuery::new(Box::new(BooleanQuery::new(filters)), 0.0);
+    Box::new(BooleanQuery::new(vec![
+        (Occur::Must, query.box_clone()),
+        (Occur::Must, Box::new(filters)),
+    ]))
+}
+
+/// Any of the partitions, each within its offsets.
+fn partitions(fields: &Fields, ranges: &[PartitionRange]) -> Box<dyn Query> {
+    let any: Vec<(Occur, Box<dyn Query>)> = ranges
+        .iter()
+        .map(|range| {
+            let one: Box<dyn Query> = Box::new(BooleanQuery::new(vec![
+                (
+                    Occur::Must,
+                    Box::new(TermQuery::new(
+                        Term::from_field_i64(fields.partition, i64::from(range.partition)),
+                        IndexRecordOption::Basic,
+                    )),
+                ),
+                (
+                    Occur::Must,
+                    Box::new(RangeQuery::new(
+                        Bound::Included(Term::from_field_i64(fields.offset, range.start)),
+                        Bound::Excluded(Term::from_field_i64(fields.offset, range.end)),
+                    )),
+                ),
+            ]));
+            (Occur::Should, one)
+        })
+        .collect();
+    Box::new(BooleanQuery::new(any))
+}
+
+fn bound(field: tantivy::schema::Field, value: Option<i64>) -> Bound<Term> {
+    value.map_or(Bound::Unbounded, |v| {
+        Bound::Included(Term::from_field_i64(field, v))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_queries_are_errors_with_tantivys_message() {
+        let error = parse("value:(unclosed").unwrap_err();
+        assert!(!error.is_empty());
+        assert!(parse("error AND NOT warn").is_ok());
+        assert!(
+            parse("NOT warn").unwrap_err().contains("excluding"),
+            "Tantivy refuses a query of only exclusions"
+        );
+        assert!(parse("offset:[x TO 3]").is_err());
+    }
+}
