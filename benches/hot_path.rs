@@ -9,12 +9,11 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use divan::counter::BytesCount;
 use divan::{black_box, Bencher};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
+use strata::bench::plain_record;
 use strata::metadata::Metadata;
 use strata::metrics::Metrics;
 use strata::partition::{Partition, RemoteSegment, Topics};
@@ -32,24 +31,12 @@ fn main() {
 /// One batch of `count` records of 1 KiB values (text-like, so compression has work to do).
 fn batch(count: usize, compression: Compression) -> Bytes {
     let records: Vec<Record> = (0..count as i64)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i,
-            sequence: i as i32 - 1,
-            timestamp: 1_700_000_000_000 + i,
-            key: Some(Bytes::from(format!("key-{i}"))),
-            value: Some(Bytes::from(
-                (0..1024)
-                    .map(|j| b'a' + ((i as usize * 7 + j * 13) % 26) as u8)
-                    .collect::<Vec<u8>>(),
-            )),
-            headers: Default::default(),
+        .map(|i| {
+            let value: Vec<u8> = (0..1024)
+                .map(|j| b'a' + ((i as usize * 7 + j * 13) % 26) as u8)
+                .collect();
+            let key = Some(Bytes::from(format!("key-{i}")));
+            plain_record(i, 1_700_000_000_000 + i, key, value.into())
         })
         .collect();
     let mut buffer = BytesMut::new();

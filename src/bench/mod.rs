@@ -23,6 +23,7 @@ use kafka_protocol::records::Compression;
 
 use client::{Client, TopicLayout};
 use consume::{Plan, StartAt};
+pub use produce::plain_record;
 use report::{Counters, Progress, Summary};
 
 /// How long e2e waits, once the producers are done, for the consumers to see every record.

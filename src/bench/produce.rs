@@ -322,23 +322,7 @@ fn encode_batch(shared: &Shared, count: u64, at: &mut usize) -> anyhow::Result<B
                 .payload
                 .slice(*at..*at + size.min(shared.payload.len()));
             *at += 61;
-            Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i,
-                // One below the offset: the encoder keeps one batch while offset - sequence is
-                // constant, and the batch's base sequence is -1 (no idempotence).
-                sequence: i as i32 - 1,
-                timestamp: timestamp_ms,
-                key: key.clone(),
-                value: Some(value),
-                headers: Default::default(),
-            }
+            plain_record(i, timestamp_ms, key.clone(), value)
         })
         .collect();
     let mut buffer = BytesMut::with_capacity(count as usize * (size + 32) + 128);
@@ -348,6 +332,27 @@ fn encode_batch(shared: &Shared, count: u64, at: &mut usize) -> anyhow::Result<B
     };
     RecordBatchEncoder::encode(&mut buffer, records.iter(), &options)?;
     Ok(buffer.freeze())
+}
+
+/// The `offset`-th record of a plain (not idempotent) batch: producer id -1, base sequence -1.
+pub fn plain_record(offset: i64, timestamp: i64, key: Option<Bytes>, value: Bytes) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset,
+        // One below the offset: the encoder keeps one batch while offset - sequence is
+        // constant, and the batch's base sequence is -1 (no idempotence).
+        sequence: offset as i32 - 1,
+        timestamp,
+        key,
+        value: Some(value),
+        headers: Default::default(),
+    }
 }
 
 /// Pseudo-random lowercase letters (an xorshift generator: reproducible, no dependency).
