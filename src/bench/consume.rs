@@ -65,11 +65,23 @@ pub async fn run(
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<Histogram<u64>> {
-    let mut tasks = tokio::task::JoinSet::new();
+    let consumers = prepare(plan, layout, counters, stop).await?;
+    run_prepared(consumers).await
+}
+
+/// Connects one consumer per partition and fixes where each starts (and ends), so that a
+/// producer started afterwards cannot slip records in before a `latest` start.
+pub async fn prepare(
+    plan: &Plan,
+    layout: &TopicLayout,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Vec<PartitionConsumer>> {
+    let mut consumers = Vec::with_capacity(layout.leaders.len());
     for (partition, leader) in layout.leaders.iter().enumerate() {
         let mut client = Client::connect(leader).await?;
         let (from, end) = bounds(&mut client, plan, partition as i32).await?;
-        let consumer = PartitionConsumer {
+        consumers.push(PartitionConsumer {
             client,
             plan: plan.clone(),
             partition: partition as i32,
@@ -78,7 +90,15 @@ pub async fn run(
             counters: counters.clone(),
             stop: stop.clone(),
             histogram: new_histogram(),
-        };
+        });
+    }
+    Ok(consumers)
+}
+
+/// Runs prepared consumers to their end; returns their merged latency histogram.
+pub async fn run_prepared(consumers: Vec<PartitionConsumer>) -> anyhow::Result<Histogram<u64>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for consumer in consumers {
         tasks.spawn(consumer.run());
     }
     let mut merged = new_histogram();
@@ -110,7 +130,7 @@ async fn bounds(
     Ok((from, plan.to_high_watermark.then_some(high_watermark)))
 }
 
-struct PartitionConsumer {
+pub struct PartitionConsumer {
     client: Client,
     plan: Plan,
     partition: i32,

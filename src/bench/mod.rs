@@ -306,11 +306,8 @@ async fn e2e(args: ProduceArgs) -> anyhow::Result<Summary> {
     let produced = Arc::new(Counters::default());
     let consumed = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let consumers = {
-        let (plan, layout) = (plan.clone(), layout.clone());
-        let (consumed, stop) = (consumed.clone(), stop.clone());
-        tokio::spawn(async move { consume::run(&plan, &layout, consumed, stop).await })
-    };
+    let prepared = consume::prepare(&plan, &layout, consumed.clone(), stop.clone()).await?;
+    let consumers = tokio::spawn(consume::run_prepared(prepared));
     let progress = Progress::start("e2e", consumed.clone(), target.quiet);
     let start = Instant::now();
     produce::run(&load, &target.topic, &layout, produced.clone(), true).await?;
