@@ -368,3 +368,71 @@ fn payload_pool() -> Bytes {
         .collect::<Vec<u8>>()
         .into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::record_batch::BatchHeader;
+
+    fn layout(leaders: &[&str]) -> TopicLayout {
+        TopicLayout {
+            leaders: leaders.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn producers_share_the_partitions_and_connect_to_each_leader() {
+        let four = layout(&["a", "b", "a", "b"]);
+        assert_eq!(
+            assignments(&four, 2),
+            vec![("a".to_string(), vec![0, 2]), ("b".to_string(), vec![1, 3]),]
+        );
+        let mixed = assignments(&four, 1);
+        assert_eq!(
+            mixed,
+            vec![("a".to_string(), vec![0, 2]), ("b".to_string(), vec![1, 3])]
+        );
+        // More producers than partitions: they double up.
+        let one = layout(&["a"]);
+        assert_eq!(assignments(&one, 3).len(), 3);
+        assert!(assignments(&one, 3).iter().all(|(_, p)| p == &vec![0]));
+    }
+
+    #[test]
+    fn an_encoded_batch_holds_every_record_and_no_sequence() {
+        let shared = Shared {
+            args: LoadArgs {
+                partitions: 1,
+                record_bytes: 100,
+                records: Some(10),
+                duration_s: None,
+                acks: super::super::Acks(-1),
+                producers: 1,
+                batch_bytes: 1000,
+                linger_ms: 0,
+                rate: None,
+                compression: super::super::CompressionArg(
+                    kafka_protocol::records::Compression::None,
+                ),
+                in_flight: 1,
+            },
+            topic: "t".into(),
+            counters: Arc::new(Counters::default()),
+            left: Some(AtomicU64::new(25)),
+            deadline: None,
+            payload: payload_pool(),
+            stamp_keys: true,
+        };
+        let mut at = 0;
+        let batch = encode_batch(&shared, 10, &mut at).unwrap();
+        let header = BatchHeader::parse(&batch).unwrap();
+        assert_eq!(header.record_count(), 10);
+        assert_eq!(header.producer_id, -1);
+        assert_eq!(header.base_sequence, -1);
+        // The budget hands out what is left, then nothing.
+        assert_eq!(claim(&shared, 10), Some(10));
+        assert_eq!(claim(&shared, 10), Some(10));
+        assert_eq!(claim(&shared, 10), Some(5));
+        assert_eq!(claim(&shared, 10), None);
+    }
+}
