@@ -204,15 +204,28 @@ async fn run(mode: Mode) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
-fn bounded(mut load: LoadArgs) -> LoadArgs {
+/// Checks the load's numbers and bounds the run by time when no record count is given.
+fn bounded(mut load: LoadArgs) -> anyhow::Result<LoadArgs> {
+    if load.record_bytes > produce::PAYLOAD_POOL_BYTES {
+        anyhow::bail!(
+            "--record-bytes must be at most {}",
+            produce::PAYLOAD_POOL_BYTES
+        );
+    }
+    if load.duration_s.is_some_and(|s| !(s.is_finite() && s > 0.0)) {
+        anyhow::bail!("--duration must be a positive number of seconds");
+    }
+    if load.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        anyhow::bail!("--rate must be a positive number of records per second");
+    }
     if load.records.is_none() && load.duration_s.is_none() {
         load.duration_s = Some(10.0);
     }
-    load
+    Ok(load)
 }
 
 async fn produce(args: ProduceArgs) -> anyhow::Result<Summary> {
-    let load = bounded(args.load);
+    let load = bounded(args.load)?;
     let target = args.target;
     let layout = layout_of(&target, Some(load.partitions)).await?;
     let counters = Arc::new(Counters::default());
@@ -291,7 +304,7 @@ async fn stop_at(counters: Arc<Counters>, stop: Arc<AtomicBool>, wanted: u64) {
 }
 
 async fn e2e(args: ProduceArgs) -> anyhow::Result<Summary> {
-    let mut load = bounded(args.load);
+    let mut load = bounded(args.load)?;
     load.rate = load.rate.or(Some(10_000.0));
     let target = args.target;
     let layout = layout_of(&target, Some(load.partitions)).await?;

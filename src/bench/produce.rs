@@ -23,7 +23,7 @@ use super::LoadArgs;
 
 /// Record values are slices of this many pseudo-random letters, so compression sees text-like
 /// data rather than one repeated value.
-const PAYLOAD_POOL_BYTES: usize = 1 << 20;
+pub const PAYLOAD_POOL_BYTES: usize = 1 << 20;
 
 /// A request on the wire, waiting for its acknowledgement.
 struct Pending {
