@@ -50,6 +50,8 @@ pub enum Command {
     /// Run the broker.
     #[command(args_override_self = true)]
     Serve(Config),
+    /// Load-test a Kafka-compatible broker (this one or any other).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// The broker's settings. Field names are the flag names with `-` written as `_`.
@@ -295,9 +297,18 @@ impl serde::Serialize for Secret {
 }
 
 fn parse_serve(args: Vec<OsString>) -> Result<Config, ConfigError> {
-    let cli = Cli::try_parse_from(args)?;
-    let Command::Serve(config) = cli.command;
-    Ok(config)
+    match Cli::try_parse_from(args)?.command {
+        Command::Serve(config) => Ok(config),
+        Command::Bench(_) => Err(ConfigError::Invalid("`strata bench` runs no broker".into())),
+    }
+}
+
+/// Parses `strata bench ...` (the full argv, program name first).
+pub fn parse_bench(args: Vec<OsString>) -> Result<crate::bench::BenchArgs, ConfigError> {
+    match Cli::try_parse_from(args)?.command {
+        Command::Bench(bench) => Ok(bench),
+        Command::Serve(_) => Err(ConfigError::Invalid("not a `strata bench` command".into())),
+    }
 }
 
 /// Turns the TOML file into `--flag=value` arguments, skipping settings the environment sets.

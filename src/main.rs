@@ -5,7 +5,11 @@ use std::process::ExitCode;
 use strata::config::Config;
 
 fn main() -> ExitCode {
-    let config = match Config::load(std::env::args_os().collect()) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|command| command == "bench") {
+        return strata::bench::main(args);
+    }
+    let config = match Config::load(args) {
         Ok(config) => config,
         Err(strata::config::ConfigError::Cli(error)) => error.exit(),
         Err(error) => {

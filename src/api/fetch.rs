@@ -15,7 +15,6 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
 use crate::broker::Broker;
 use crate::limits;
 use crate::partition::{BatchLocation, Partition, ReadPlan};
-use crate::reader::batches_from;
 
 pub async fn handle(broker: Arc<Broker>, version: i16, request: FetchRequest) -> ResponseKind {
     let wait =
@@ -105,11 +104,17 @@ async fn read_once(
                     }
                 }
                 ReadPlan::Cold { segment, block } => {
-                    let read = broker.reader.read_block(&segment, &block).await;
-                    match read
-                        .map_err(|e| e.to_string())
-                        .and_then(|b| batches_from(&b, offset, limit, first_in_response))
-                    {
+                    let read = broker
+                        .reader
+                        .read_from_bucket(
+                            partition,
+                            (segment, block),
+                            offset,
+                            limit,
+                            first_in_response,
+                        )
+                        .await;
+                    match read {
                         Ok(records) => {
                             budget = budget.saturating_sub(records.len());
                             data.records = Some(records);

@@ -113,7 +113,13 @@ pub fn encode_response(
     };
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let header_version = api.response_header_version(version);
-    let mut frame = BytesMut::with_capacity(64);
+    // A fetch response can be tens of MiB: sized up front, it is written once rather than
+    // copied through a chain of reallocations.
+    let body_bytes = match body {
+        ResponseKind::Fetch(fetch) => fetch.compute_size(version).unwrap_or(0),
+        _ => 0,
+    };
+    let mut frame = BytesMut::with_capacity(64 + body_bytes);
     frame.put_i32(0);
     header
         .encode(&mut frame, header_version)

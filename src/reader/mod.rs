@@ -11,7 +11,7 @@ use moka::future::Cache;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::metrics::Metrics;
-use crate::partition::{ReadPlan, RemoteSegment};
+use crate::partition::{Partition, ReadPlan, RemoteSegment};
 use crate::protocol::record_batch::BatchHeader;
 use crate::segment::object::Block;
 use crate::wal::Wal;
@@ -80,6 +80,63 @@ impl Reader {
             ReadPlan::Hot(locations) => self.read_hot(locations.clone()).await,
             ReadPlan::Cold { segment, block } => self.read_block(segment, block).await,
         }
+    }
+
+    /// Batches from `offset` on, up to `bytes_max` (but the first batch always when
+    /// `first_always`), starting in the bucket at `first` (a cold plan) and going on block after
+    /// block, then into the WAL, until the limit is reached or the data ends. One fetch of a
+    /// consumer that is far behind thus carries as much as it asked for, not one block.
+    pub async fn read_from_bucket(
+        &self,
+        partition: &Partition,
+        first: (Arc<RemoteSegment>, Block),
+        mut offset: i64,
+        bytes_max: usize,
+        first_always: bool,
+    ) -> Result<Bytes, ReaderError> {
+        let mut parts: Vec<Bytes> = Vec::new();
+        let mut left = bytes_max;
+        let mut plan = ReadPlan::Cold {
+            segment: first.0,
+            block: first.1,
+        };
+        loop {
+            let first_always = first_always && parts.is_empty();
+            let (part, cold) = match plan {
+                ReadPlan::Cold { segment, block } => {
+                    let bytes = self.read_block(&segment, &block).await?;
+                    let part =
+                        batches_from(&bytes, offset, left, first_always).map_err(|reason| {
+                            ReaderError::Damaged {
+                                key: segment.key.to_string(),
+                                start: block.start,
+                                reason,
+                            }
+                        })?;
+                    (part, true)
+                }
+                ReadPlan::Hot(locations) if locations.is_empty() => break,
+                // A WAL read that fails after some blocks were read ends the answer early: the
+                // consumer's next fetch plans again (the segment may just have been uploaded).
+                ReadPlan::Hot(locations) => match self.read_hot(locations).await {
+                    Ok(part) => (part, false),
+                    Err(_) if !parts.is_empty() => break,
+                    Err(error) => return Err(error),
+                },
+            };
+            let Some(next) = offset_after(&part) else {
+                break;
+            };
+            left = left.saturating_sub(part.len());
+            parts.push(part);
+            // The WAL plan already took everything up to the limit.
+            if !cold || left == 0 {
+                break;
+            }
+            offset = next;
+            plan = partition.plan_read(offset, left, false);
+        }
+        Ok(concat(parts))
     }
 
     /// WAL batches, read off the executor.
@@ -155,6 +212,30 @@ impl Reader {
         }
         Ok(bytes)
     }
+}
+
+/// The offset after the last whole batch in `batches`; `None` if there is none.
+fn offset_after(batches: &Bytes) -> Option<i64> {
+    let mut at = 0;
+    let mut next = None;
+    while at < batches.len() {
+        let header = BatchHeader::parse_unchecked(&batches[at..]).ok()?;
+        next = Some(header.last_offset() + 1);
+        at += header.total_bytes();
+    }
+    next
+}
+
+/// One buffer from several; no copy when there is only one.
+fn concat(parts: Vec<Bytes>) -> Bytes {
+    if parts.len() <= 1 {
+        return parts.into_iter().next().unwrap_or_default();
+    }
+    let mut all = bytes::BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+    for part in parts {
+        all.extend_from_slice(&part);
+    }
+    all.freeze()
 }
 
 /// From a block's bytes (whole batches, in offset order): the contiguous run of batches that
