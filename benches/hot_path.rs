@@ -191,6 +191,7 @@ fn cold_read_cached_block(bencher: Bencher) {
         object_bytes,
         wal_segment_id: 1,
         blocks,
+        index_files: footer.index_files.clone().into(),
     };
     let reader = Reader::new(
         open.wal.clone(),

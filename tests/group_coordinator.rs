@@ -363,3 +363,53 @@ fn assert_rejected(result: Result<(), GroupsError>, expected: ResponseError) {
         other => panic!("expected {expected:?}, got {other:?}"),
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn offset_delete_refuses_topics_a_member_subscribes_to() {
+    use bytes::BufMut;
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    let f = coordinator();
+    let c = &f.coordinator;
+    let mut metadata = bytes::BytesMut::new();
+    metadata.put_i16(1);
+    ConsumerProtocolSubscription::default()
+        .with_topics(vec![StrBytes::from_static_str("subscribed")])
+        .encode(&mut metadata, 1)
+        .unwrap();
+    let mut join = request("", None);
+    join.protocols = vec![("range".into(), metadata.freeze())];
+    join.require_known_member_id = false;
+    let joined = settle(c, c.join("g", join)).await;
+    c.commit("g", &joined.member_id, None, 1, vec![offset("other", 0, 1)])
+        .await
+        .unwrap_err();
+    now(sync(c, "g", &joined));
+    c.commit(
+        "g",
+        &joined.member_id,
+        None,
+        1,
+        vec![offset("other", 0, 1), offset("subscribed", 0, 2)],
+    )
+    .await
+    .unwrap();
+    let results = c
+        .delete_offsets("g", vec![("subscribed".into(), 0), ("other".into(), 0)])
+        .await
+        .unwrap();
+    assert_eq!(
+        results,
+        vec![
+            (
+                "subscribed".to_string(),
+                0,
+                Some(ResponseError::GroupSubscribedToTopic)
+            ),
+            ("other".to_string(), 0, None),
+        ]
+    );
+    let left: Vec<_> = c.committed("g").into_keys().collect();
+    assert_eq!(left, vec![("subscribed".to_string(), 0)]);
+}
