@@ -2,7 +2,8 @@
 //! path: `server` accepts connections and dispatches to `api` (one file per Kafka API);
 //! `protocol` is the wire; produced batches go to the `wal` and become visible in `partition`;
 //! `metadata` keeps topics and producer ids durable; `search` queries every record in both
-//! tiers; `admin` is the HTTP API.
+//! tiers; `groups` coordinates consumer groups and keeps their committed offsets; `admin` is
+//! the HTTP API.
 
 pub mod admin;
 pub mod api;

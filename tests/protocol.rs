@@ -19,10 +19,9 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
-use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, FetchRequest, GroupId, JoinGroupRequest, MetadataRequest,
+    DescribeConfigsRequest, FetchRequest, MetadataRequest, SaslHandshakeRequest,
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, IncrementalAlterConfigsRequest};
 use kafka_protocol::records::Compression;
@@ -236,17 +235,10 @@ async fn unsupported_requests_close_only_their_connection() {
     let mut survivor = Conn::connect(strata.kafka).await;
     survivor.create_topic("survivor", 1).await;
 
-    let join_group = {
+    let sasl_handshake = {
         let mut conn = Conn::connect(strata.kafka).await;
-        let request = JoinGroupRequest::default()
-            .with_group_id(GroupId(str_bytes("group")))
-            .with_session_timeout_ms(10_000)
-            .with_rebalance_timeout_ms(10_000)
-            .with_protocol_type(str_bytes("consumer"))
-            .with_protocols(vec![JoinGroupRequestProtocol::default()
-                .with_name(str_bytes("range"))
-                .with_metadata(Bytes::from_static(b"\0\0"))]);
-        conn.frame(5, request).0.to_vec()
+        let request = SaslHandshakeRequest::default().with_mechanism(str_bytes("PLAIN"));
+        conn.frame(1, request).0.to_vec()
     };
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (
@@ -259,7 +251,10 @@ async fn unsupported_requests_close_only_their_connection() {
         ),
         ("api key 9999", raw_frame(9999, 0, 1, &[0; 16])),
         ("api key -1", raw_frame(-1, 0, 1, &[])),
-        ("JoinGroup v5 (not in the dispatch table)", join_group),
+        (
+            "SaslHandshake v1 (not in the dispatch table)",
+            sasl_handshake,
+        ),
     ];
     for (what, frame) in cases {
         let mut conn = Conn::connect(strata.kafka).await;

@@ -1,7 +1,8 @@
 //! The metadata snapshot in the bucket, and restoring a broker that lost its disk.
 //!
 //! The broker uploads its metadata document (cluster id, topics, configs, producer-id
-//! reservation) at start-up, within `METADATA_SNAPSHOT_MS` of every change, and at shutdown.
+//! reservation) at start-up, within `METADATA_SNAPSHOT_MS` of every change, and at shutdown;
+//! the committed consumer offsets go beside it (`offsets.json`) on the same schedule.
 //! A broker started on an empty data directory against a bucket that holds a snapshot takes
 //! the topics from it and rebuilds its catalog from the objects themselves (each footer says
 //! which partitions and offsets it holds), so it serves every uploaded record again.
