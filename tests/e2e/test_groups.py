@@ -167,6 +167,24 @@ def test_three_members_share_fail_over_rebalance_sticky_and_resume_after_kill9(s
         # Nothing skipped: every offset below the end was delivered to some member.
         assert all_consumed(everyone, end)
 
+        # kill -9 the broker under the live group: the members rejoin and go on from their
+        # committed offsets (never from the start: auto.offset.reset=earliest would show it).
+        committed_at_kill = committed(broker, group)
+        seen_before = {id(m): len(m.records()) for m in members}
+        broker.kill()
+        broker.restart(same_ports=True)
+        produce(broker.bootstrap, topic, 3000)
+        end = ends(broker.bootstrap, topic)
+        wait_until(lambda: all_consumed(everyone, end), 90, "records after the broker restart")
+        wait_until(lambda: partitioned(members), 60, "the group to settle after the restart",
+                   lambda: [m.assignments for m in members])
+        after = [rec for m in members for rec in m.records()[seen_before[id(m)]:]]
+        for p in range(PARTITIONS):
+            offsets = [o for q, o in after if q == p]
+            assert offsets and min(offsets) >= committed_at_kill[p], (
+                f"partition {p} re-read from {min(offsets, default=None)}, "
+                f"committed {committed_at_kill[p]}")
+
         for m in members:
             m.stop()  # commits and leaves
         wait_until(lambda: committed(broker, group) == end, 30, "the final commits",
