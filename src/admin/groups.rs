@@ -18,7 +18,7 @@ pub struct GroupSummary {
 }
 
 /// Every consumer group: with members, or with committed offsets only.
-#[utoipa::path(get, path = "/v1/groups", tag = "groups",
+#[utoipa::path(get, path = "/v1/groups", tag = "groups", operation_id = "list_groups",
     responses((status = 200, description = "OK", body = [GroupSummary])),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AdminState>) -> Result<Json<Vec<GroupSummary>>, ApiError> {
@@ -77,7 +77,7 @@ pub struct GroupDetail {
 }
 
 /// One group: state, members with their assignments, committed offsets and lag.
-#[utoipa::path(get, path = "/v1/groups/{group}", tag = "groups",
+#[utoipa::path(get, path = "/v1/groups/{group}", tag = "groups", operation_id = "describe_group",
     params(("group" = String, Path, description = "Group id")),
     responses((status = 200, description = "OK", body = GroupDetail),
         (status = 404, description = "No such group", body = ErrorBody)),

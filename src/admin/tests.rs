@@ -91,9 +91,18 @@ async fn the_openapi_document_and_the_router_agree() {
     let paths = served["paths"].as_object().unwrap();
     assert_eq!(paths.len(), doc.paths.paths.len());
     let mut operations = Vec::new();
+    let mut operation_ids = std::collections::BTreeSet::new();
     for (path, item) in paths {
-        for method in item.as_object().unwrap().keys() {
+        for (method, operation) in item.as_object().unwrap() {
             operations.push((method.to_uppercase(), path.clone()));
+            let id = operation["operationId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(
+                operation_ids.insert(id.clone()),
+                "operation id {id} is not unique"
+            );
         }
     }
     for (method, path) in &operations {

@@ -267,3 +267,33 @@ def test_a_simple_consumer_that_only_commits_is_listed(broker):
     del offsets[0]["metadata"]
     assert offsets == [{"topic": topic, "partition": 0, "committed_offset": 7,
                         "log_end_offset": 10, "lag": 3}]
+
+
+def test_a_broker_restored_from_the_bucket_resumes_a_group_where_it_was(start_broker, tmp_path):
+    """The data disk is lost: a new broker on an empty data dir, same bucket (a shared local
+    folder here), gets the group's committed offsets back from the snapshot."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    bucket = ("--object-store", f"file://{tmp_path / 'bucket'}")
+    first = start_broker(*bucket, *FLAGS, name="lost")
+    topic, group = unique_topic("dr"), unique_topic("g")
+    create_topic(first.bootstrap, topic, PARTITIONS)
+    produce(first.bootstrap, topic, 600)
+    end = ends(first.bootstrap, topic)
+    member = Member("confluent", first.bootstrap, group, topic)
+    try:
+        wait_until(lambda: all_consumed([member], end), 60, "every record")
+        member.stop()
+    finally:
+        if member.proc.poll() is None:
+            member.proc.kill()
+    wait_until(lambda: committed(first, group) == end, 30, "the commits")
+    first.stop()  # uploads the final snapshots; the disk is then gone
+
+    restored = start_broker(*bucket, *FLAGS, name="restored")
+    assert restored.data_dir != first.data_dir
+    assert committed(restored, group) == end
+    c = Consumer({"bootstrap.servers": restored.bootstrap, "group.id": group})
+    got = c.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
+    c.close()
+    assert {tp.partition: tp.offset for tp in got} == end

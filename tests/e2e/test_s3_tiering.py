@@ -546,7 +546,7 @@ def test_200k_records_in_s3_read_back_and_recovered_on_an_empty_disk(bucket, sta
         assert u["key"] in segments, f"uploaded {u['key']} is not in the bucket: {sorted(segments)}"
         assert segments[u["key"]] == u["bytes"], f"{u['key']}: {segments[u['key']]} bytes in the bucket, run said {u}"
     assert metric(b, "strata_objects_uploaded_total") == len(segments)
-    assert not (set(objects) - set(segments) - {"v2/metadata/snapshot.json"}), \
+    assert not (set(objects) - set(segments) - {"v2/metadata/snapshot.json", "v2/metadata/offsets.json"}), \
         f"unexpected objects: {sorted(set(objects) - set(segments))}"
     t_uploaded = time.monotonic()
 
