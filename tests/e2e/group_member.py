@@ -1,6 +1,6 @@
 """One consumer-group member as its own process, so a test can kill it without it leaving.
 
-Usage: group_member.py CLIENT BOOTSTRAP GROUP TOPIC [STRATEGY]
+Usage: group_member.py CLIENT BOOTSTRAP GROUP TOPIC [STRATEGY [INSTANCE_ID]]
 CLIENT is `confluent` or `kafka-python`. Prints one JSON object per line on stdout:
   {"assignment": [partitions...]}   whenever the member's assignment changes
   {"records": [[partition, offset], ...]}   for each polled batch
@@ -24,10 +24,12 @@ def emit(obj):
     sys.stdout.flush()
 
 
-def run_confluent(bootstrap, group, topic, strategy):
+def run_confluent(bootstrap, group, topic, strategy, instance_id=None):
     from confluent_kafka import Consumer
 
+    static = {"group.instance.id": instance_id} if instance_id else {}
     c = Consumer({
+        **static,
         "bootstrap.servers": bootstrap,
         "group.id": group,
         "partition.assignment.strategy": strategy,
@@ -52,7 +54,7 @@ def run_confluent(bootstrap, group, topic, strategy):
     c.close()
 
 
-def run_kafka_python(bootstrap, group, topic, _strategy):
+def run_kafka_python(bootstrap, group, topic, _strategy, _instance_id=None):
     from kafka import KafkaConsumer
 
     c = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
@@ -76,8 +78,9 @@ def main():
     signal.signal(signal.SIGTERM, on_term)
     client, bootstrap, group, topic = sys.argv[1:5]
     strategy = sys.argv[5] if len(sys.argv) > 5 else "range"
+    instance_id = sys.argv[6] if len(sys.argv) > 6 else None
     run = {"confluent": run_confluent, "kafka-python": run_kafka_python}[client]
-    run(bootstrap, group, topic, strategy)
+    run(bootstrap, group, topic, strategy, instance_id)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,10 @@ class Member:
     """A group member process and what it reported."""
 
     def __init__(self, client: str, bootstrap: str, group: str, topic: str,
-                 strategy: str = "cooperative-sticky"):
+                 strategy: str = "cooperative-sticky", instance_id: str | None = None):
+        static = [instance_id] if instance_id else []
         self.proc = subprocess.Popen(
-            [sys.executable, str(MEMBER), client, bootstrap, group, topic, strategy],
+            [sys.executable, str(MEMBER), client, bootstrap, group, topic, strategy, *static],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.assignment: list[int] = []
         self.assignments: list[list[int]] = []
@@ -297,3 +298,37 @@ def test_a_broker_restored_from_the_bucket_resumes_a_group_where_it_was(start_br
     got = c.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
     c.close()
     assert {tp.partition: tp.offset for tp in got} == end
+
+
+def test_a_static_member_restarts_without_a_rebalance(start_broker):
+    """group.instance.id: a follower killed and started again within its session timeout
+    takes its old place (same generation, same partitions) while the group stays Stable."""
+    broker = start_broker(*FLAGS)
+    topic, group = unique_topic("static"), unique_topic("g")
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    members = {i: Member("confluent", broker.bootstrap, group, topic, "range", i)
+               for i in ("static-a", "static-b")}
+    try:
+        wait_until(lambda: partitioned(list(members.values())), 60, "two static members")
+        before = group_detail(broker, group)
+        assert before["state"] == "Stable"
+        leader = next(m for m in before["members"] if m["member_id"] == before["leader"])
+        follower = next(i for i in members if i != leader["group_instance_id"])
+        old = members[follower]
+        partitions = old.current()
+        old.kill()
+        members[follower] = Member("confluent", broker.bootstrap, group, topic, "range", follower)
+        wait_until(lambda: members[follower].current() == partitions, 30,
+                   "the restarted member to get its partitions back")
+        after = group_detail(broker, group)
+        assert after["state"] == "Stable"
+        assert after["generation_id"] == before["generation_id"], "the group rebalanced"
+        ids = {m["group_instance_id"]: m["member_id"] for m in after["members"]}
+        old_ids = {m["group_instance_id"]: m["member_id"] for m in before["members"]}
+        assert ids[follower] != old_ids[follower], "the old member id must be fenced"
+        assert ids[leader["group_instance_id"]] == old_ids[leader["group_instance_id"]]
+    finally:
+        for m in members.values():
+            if m.proc.poll() is None:
+                m.proc.kill()
+                m.proc.wait(10)
