@@ -9,7 +9,7 @@ it that can be switched off (cutting the S3 client's pooled keep-alive connectio
   back from the bucket, identical (offset, key, value, headers, timestamp).
 - The broker is stopped and its data dir deleted; a fresh broker on the same bucket and prefix
   has the topics (partition counts, configs) and every record, and new produce continues at
-  the old high watermark.
+  the old high watermark, and a consumer group's committed offsets (with metadata) are back.
 - S3 switched off under an acks=all produce load: produce is still acknowledged, an indexer
   run answers 502 and trims nothing; S3 back: the backlog uploads and every acknowledged
   record is read back from the bucket.
@@ -484,6 +484,31 @@ def produce_kafka_python_codec(bootstrap, topic, codec, rng) -> list[tuple]:
 
 
 # ======================================================================= tests
+def commit_offsets(bootstrap: str, group: str, topic: str, positions: dict[int, int]) -> None:
+    """Commits `positions` for `group` as a consumer outside any generation does."""
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = [TopicPartition(topic, p, off, metadata=f"m{p}") for p, off in positions.items()]
+        for tp in c.commit(offsets=tps, asynchronous=False):
+            assert tp.error is None, tp
+    finally:
+        c.close()
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offsets (OffsetFetch), checking each one's metadata."""
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        got = c.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=15)
+    finally:
+        c.close()
+    for tp in got:
+        assert tp.error is None and tp.metadata == f"m{tp.partition}", tp
+    return {tp.partition: tp.offset for tp in got}
+
+
 def test_200k_records_in_s3_read_back_and_recovered_on_an_empty_disk(bucket, start_broker):
     from kafka import codec as kc
     if not (kc.has_snappy() and kc.has_lz4() and kc.has_zstd()):
@@ -567,6 +592,13 @@ def test_200k_records_in_s3_read_back_and_recovered_on_an_empty_disk(bucket, sta
     del got
     t_read = time.monotonic()
 
+    # A consumer group commits a position in every partition (with metadata): the snapshot
+    # taken at shutdown carries it to the bucket.
+    group = unique_topic("s3-group")
+    positions = {p: ends[p] // (p + 2) for p in range(PARTITIONS)}
+    commit_offsets(b.bootstrap, group, topic, positions)
+    assert committed_offsets(b.bootstrap, group, topic) == positions
+
     # ---- lose the disk: stop, delete the data dir, start a fresh broker on the same bucket
     b.stop()
     old_data = b.data_dir
@@ -599,8 +631,8 @@ def test_200k_records_in_s3_read_back_and_recovered_on_an_empty_disk(bucket, sta
     got = consume_confluent(b2.bootstrap, topic, ends, timeout=120)
     compare("confluent-kafka, after recovery on an empty disk", got, expected)
     del got
-    # Committed consumer offsets cannot be shown to survive: consumer groups (OffsetCommit /
-    # OffsetFetch) are not implemented yet, so there are none to store in the bucket.
+    # The group's committed offsets are back, with their metadata.
+    assert committed_offsets(b2.bootstrap, group, topic) == positions
 
     # New produce continues at the old high watermark, and its object goes under a new
     # incarnation: the objects of the lost disk are neither overwritten nor removed.
