@@ -82,7 +82,7 @@ fn segment_packing(bencher: Bencher) {
         for (header, bytes) in &batches {
             builder.add_batch(header, bytes).expect("in order");
         }
-        builder.finish()
+        builder.finish().expect("in memory")
     });
 }
 
@@ -176,7 +176,7 @@ fn cold_read_cached_block(bencher: Bencher) {
         for (header, bytes) in offset_batches(64) {
             builder.add_batch(&header, &bytes).expect("in order");
         }
-        builder.finish()
+        builder.finish().expect("in memory")
     };
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let key = ObjectPath::from("bench.seg");

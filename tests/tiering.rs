@@ -569,3 +569,40 @@ async fn cold_reads_use_the_disk_cache_and_survive_it_being_wiped() {
     );
     assert!(metric(strata.admin, "strata_object_gets_total").await > gets);
 }
+
+/// Whatever the indexer was building when the broker died (an object and its index staged
+/// under `<data-dir>/tmp`) is removed at start-up, and the segment is built and uploaded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_built_object_left_by_a_crash_is_removed_and_built_again() {
+    let mut strata = Strata::start();
+    let mut conn = Conn::connect(strata.kafka).await;
+    conn.create_topic("staged", 2).await;
+    conn.keep_forever("staged").await;
+    produce_mixed(&mut conn, "staged", 3).await;
+    let hot = conn.fetch_all_raw("staged", 1, 0).await;
+    drop(conn);
+    strata.kill();
+    let staging = strata.data_dir().join("tmp");
+    std::fs::create_dir_all(staging.join(".tmpIndex")).unwrap();
+    std::fs::write(staging.join(".tmpIndex/meta.json"), b"{").unwrap();
+    std::fs::write(staging.join(".tmpObject"), b"STRATASG half an object").unwrap();
+
+    strata.restart();
+    assert!(
+        !staging.exists(),
+        "the staging directory survived a restart"
+    );
+    let (status, body) = http(strata.admin, "POST", "/v1/indexer/run").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body["uploaded"].as_array().unwrap().is_empty(), "{body}");
+    let staged: Vec<_> = std::fs::read_dir(&staging).unwrap().collect();
+    assert!(staged.is_empty(), "an upload left {staged:?} behind");
+    let (_, tiers) = http(strata.admin, "GET", "/v1/topics/staged/partitions").await;
+    let partition = &tiers["partitions"][1];
+    assert_eq!(
+        partition["remote_end_offset"], partition["high_watermark"],
+        "{tiers}"
+    );
+    let mut conn = Conn::connect(strata.kafka).await;
+    assert_eq!(conn.fetch_all_raw("staged", 1, 0).await, hot);
+}

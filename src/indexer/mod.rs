@@ -14,6 +14,7 @@ use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use serde::Serialize;
+use tokio::io::AsyncReadExt;
 use uuid::Uuid;
 
 pub mod retention;
@@ -21,7 +22,7 @@ pub mod retention;
 use crate::broker::Broker;
 use crate::limits;
 use crate::metadata::catalog::CatalogEntry;
-use crate::partition::{RemoteSegment, Topics};
+use crate::partition::{BatchLocation, RemoteSegment, Topics};
 use crate::protocol::record_batch::BatchHeader;
 use crate::segment::canonical::CanonicalBatch;
 use crate::segment::index::IndexBuilder;
@@ -41,6 +42,8 @@ pub enum IndexerError {
         key: String,
         source: object_store::Error,
     },
+    #[error("reading the staged object for {key}: {source}")]
+    Staged { key: String, source: std::io::Error },
     #[error("recording {key} in the catalog: {source}")]
     Catalog {
         key: String,
@@ -51,6 +54,10 @@ pub enum IndexerError {
     #[error("deleting WAL segment {id}: {source}")]
     Trim { id: u64, source: std::io::Error },
 }
+
+/// Where objects and their indexes are built before upload, under the data directory. Only
+/// the indexer writes here, so whatever a crash left behind is removed at start-up.
+pub const STAGING_DIR: &str = "tmp";
 
 /// What one run uploaded.
 #[derive(Debug, Clone, Serialize)]
@@ -155,14 +162,14 @@ async fn index_segment(broker: &Arc<Broker>, id: u64) -> Result<Option<Uploaded>
         trim(broker, id, &entry.footer).await?;
         return Ok(None);
     }
-    let (object, footer) = build(broker, id).await?;
-    if footer.partitions.is_empty() {
+    let staged = build(broker, id).await?;
+    if staged.footer.partitions.is_empty() {
         // Only batches of deleted topics: nothing to keep.
-        trim(broker, id, &footer).await?;
+        trim(broker, id, &staged.footer).await?;
         return Ok(None);
     }
-    let bytes = object.len() as u64;
-    upload(broker.object_store.as_ref(), &key, object).await?;
+    upload(broker.object_store.as_ref(), &key, &staged).await?;
+    let Staged { bytes, footer, .. } = staged;
     let entry = CatalogEntry {
         incarnation: broker.incarnation.clone(),
         wal_segment_id: id,
@@ -195,49 +202,91 @@ async fn index_segment(broker: &Arc<Broker>, id: u64) -> Result<Option<Uploaded>
     }))
 }
 
-/// Reads a sealed segment and packs its live batches into an object, per partition in offset
-/// order. Memory is bounded by the segment's size.
-async fn build(broker: &Arc<Broker>, id: u64) -> Result<(Bytes, Footer), IndexerError> {
+/// A sealed segment's object, staged in a temporary file until it is uploaded.
+struct Staged {
+    file: tempfile::NamedTempFile,
+    bytes: u64,
+    footer: Footer,
+}
+
+/// Packs a sealed segment's live batches into an object, per partition in offset order, in a
+/// temporary file. Memory is bounded by a batch and the index writer's budget, not by the
+/// segment: the batches are read back from the WAL one at a time, in partition order.
+async fn build(broker: &Arc<Broker>, id: u64) -> Result<Staged, IndexerError> {
     let broker = broker.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut partitions: BTreeMap<(Uuid, i32), Vec<(BatchHeader, Bytes)>> = BTreeMap::new();
-        broker
-            .wal
-            .scan_sealed(id, |entry| {
-                let live = broker
-                    .topics
-                    .get_by_id(&entry.topic_id)
-                    .is_some_and(|t| t.partition(entry.partition).is_some());
-                if live {
-                    let batches = partitions
-                        .entry((entry.topic_id, entry.partition))
-                        .or_default();
-                    batches.push((entry.header, Bytes::copy_from_slice(entry.batch)));
-                }
-            })
-            .map_err(|source| IndexerError::Wal { id, source })?;
-        let failed = |reason: String| IndexerError::Build { id, reason };
-        let mut builder = ObjectBuilder::default();
-        let mut index = IndexBuilder::new(&broker.config.data_dir.join("tmp"))
-            .map_err(|e| failed(e.to_string()))?;
-        for ((topic_id, partition), batches) in partitions {
-            builder.start_partition(topic_id, partition);
-            for (header, batch) in batches {
-                builder
-                    .add_batch(&header, &batch)
-                    .map_err(|e| failed(e.to_string()))?;
-                index_batch(&mut index, &topic_id, partition, &header, &batch)
-                    .map_err(|e| failed(e.to_string()))?;
-            }
+    tokio::task::spawn_blocking(move || build_blocking(&broker, id))
+        .await
+        .map_err(|e| IndexerError::Build {
+            id,
+            reason: e.to_string(),
+        })?
+}
+
+fn build_blocking(broker: &Broker, id: u64) -> Result<Staged, IndexerError> {
+    let failed = |reason: String| IndexerError::Build { id, reason };
+    let partitions = locate_batches(broker, id)?;
+    let staging = broker.config.data_dir.join(STAGING_DIR);
+    std::fs::create_dir_all(&staging).map_err(|e| failed(e.to_string()))?;
+    let file = tempfile::NamedTempFile::new_in(&staging).map_err(|e| failed(e.to_string()))?;
+    let sink = std::io::BufWriter::with_capacity(limits::SEGMENT_BLOCK_BYTES, file.as_file());
+    let mut builder = ObjectBuilder::new(sink).map_err(|e| failed(e.to_string()))?;
+    let mut index = IndexBuilder::new(&staging).map_err(|e| failed(e.to_string()))?;
+    for ((topic_id, partition), locations) in partitions {
+        builder.start_partition(topic_id, partition);
+        for location in locations {
+            let batch = broker
+                .wal
+                .read(std::slice::from_ref(&location))
+                .map_err(|e| failed(format!("reading a batch back: {e}")))?;
+            let header = BatchHeader::parse(&batch).map_err(|e| failed(e.to_string()))?;
+            builder
+                .add_batch(&header, &batch)
+                .map_err(|e| failed(e.to_string()))?;
+            index_batch(&mut index, &topic_id, partition, &header, &batch)
+                .map_err(|e| failed(e.to_string()))?;
         }
-        builder.add_index_files(index.finish().map_err(|e| failed(e.to_string()))?);
-        Ok(builder.finish())
+    }
+    let index = index.finish().map_err(|e| failed(e.to_string()))?;
+    builder
+        .add_index_files(&index)
+        .map_err(|e| failed(e.to_string()))?;
+    let (_, footer) = builder.finish().map_err(|e| failed(e.to_string()))?;
+    let bytes = file
+        .as_file()
+        .metadata()
+        .map_err(|e| failed(e.to_string()))?
+        .len();
+    Ok(Staged {
+        file,
+        bytes,
+        footer,
     })
-    .await
-    .map_err(|e| IndexerError::Build {
-        id,
-        reason: e.to_string(),
-    })?
+}
+
+/// Where each live partition's batches lie in a sealed segment, in offset order (one scan,
+/// which also checks every entry).
+fn locate_batches(
+    broker: &Broker,
+    id: u64,
+) -> Result<BTreeMap<(Uuid, i32), Vec<BatchLocation>>, IndexerError> {
+    let mut partitions: BTreeMap<(Uuid, i32), Vec<BatchLocation>> = BTreeMap::new();
+    broker
+        .wal
+        .scan_sealed(id, |entry| {
+            let live = broker
+                .topics
+                .get_by_id(&entry.topic_id)
+                .is_some_and(|t| t.partition(entry.partition).is_some());
+            if !live {
+                return;
+            }
+            partitions
+                .entry((entry.topic_id, entry.partition))
+                .or_default()
+                .push(entry.location(id));
+        })
+        .map_err(|source| IndexerError::Wal { id, source })?;
+    Ok(partitions)
 }
 
 /// Decodes a batch as formed into `CanonicalBatch` and indexes its records. A batch whose
@@ -259,12 +308,21 @@ fn index_batch(
     }
 }
 
-async fn upload(store: &dyn ObjectStore, key: &Path, object: Bytes) -> Result<(), IndexerError> {
+/// Uploads a staged object: one PUT below the multipart threshold, otherwise parts read from
+/// the file as they go out (at most two in flight), so memory stays bounded by the part size.
+async fn upload(store: &dyn ObjectStore, key: &Path, staged: &Staged) -> Result<(), IndexerError> {
     let failed = |source| IndexerError::Upload {
         key: key.to_string(),
         source,
     };
-    if object.len() < limits::MULTIPART_THRESHOLD_BYTES {
+    let unreadable = |source| IndexerError::Staged {
+        key: key.to_string(),
+        source,
+    };
+    let mut file = tokio::fs::File::from_std(staged.file.reopen().map_err(unreadable)?);
+    if staged.bytes < limits::MULTIPART_THRESHOLD_BYTES as u64 {
+        let mut object = Vec::with_capacity(staged.bytes as usize);
+        file.read_to_end(&mut object).await.map_err(unreadable)?;
         store
             .put(key, PutPayload::from(object))
             .await
@@ -273,12 +331,44 @@ async fn upload(store: &dyn ObjectStore, key: &Path, object: Bytes) -> Result<()
     }
     let upload = store.put_multipart(key).await.map_err(failed)?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, limits::MULTIPART_PART_BYTES);
-    for part in object.chunks(limits::MULTIPART_PART_BYTES) {
-        writer.wait_for_capacity(2).await.map_err(failed)?;
-        writer.write(part);
+    if let Err(error) = write_parts(&mut writer, &mut file, key).await {
+        // Leave no parts behind in the bucket; the next attempt starts over.
+        if let Err(abort) = writer.abort().await {
+            tracing::warn!(%key, error = %abort, "cannot abort a failed multipart upload");
+        }
+        return Err(error);
     }
     writer.finish().await.map_err(failed)?;
     Ok(())
+}
+
+async fn write_parts(
+    writer: &mut WriteMultipart,
+    file: &mut tokio::fs::File,
+    key: &Path,
+) -> Result<(), IndexerError> {
+    loop {
+        let mut part = Vec::with_capacity(limits::MULTIPART_PART_BYTES);
+        (&mut *file)
+            .take(limits::MULTIPART_PART_BYTES as u64)
+            .read_to_end(&mut part)
+            .await
+            .map_err(|source| IndexerError::Staged {
+                key: key.to_string(),
+                source,
+            })?;
+        if part.is_empty() {
+            return Ok(());
+        }
+        writer
+            .wait_for_capacity(2)
+            .await
+            .map_err(|source| IndexerError::Upload {
+                key: key.to_string(),
+                source,
+            })?;
+        writer.put(Bytes::from(part));
+    }
 }
 
 /// Makes an object the cold tier of the partitions it holds.

@@ -91,21 +91,40 @@ impl IndexBuilder {
         Ok(())
     }
 
-    /// Commits the index and returns its files (name, bytes); the directory is removed.
-    pub fn finish(mut self) -> Result<Vec<(String, Vec<u8>)>, IndexError> {
+    /// Commits the index; its files stay in the temporary directory until the result is
+    /// dropped, so they can be copied into an object without being held in memory.
+    pub fn finish(mut self) -> Result<IndexFiles, IndexError> {
         self.writer.commit()?;
         self.writer.wait_merging_threads()?;
-        let mut files = Vec::new();
+        let mut names = Vec::new();
         for entry in std::fs::read_dir(self.dir.path())? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().to_string();
-            if name.ends_with(".lock") {
-                continue;
+            let name = entry?.file_name().to_string_lossy().to_string();
+            if !name.ends_with(".lock") {
+                names.push(name);
             }
-            files.push((name, std::fs::read(entry.path())?));
         }
-        files.sort();
-        Ok(files)
+        names.sort();
+        Ok(IndexFiles {
+            dir: self.dir,
+            names,
+        })
+    }
+}
+
+/// A finished index: its files, in a temporary directory removed on drop.
+pub struct IndexFiles {
+    dir: tempfile::TempDir,
+    names: Vec<String>,
+}
+
+impl IndexFiles {
+    /// The file names, sorted.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    pub fn open(&self, name: &str) -> std::io::Result<std::fs::File> {
+        std::fs::File::open(self.dir.path().join(name))
     }
 }
 
@@ -205,13 +224,8 @@ mod tests {
         let mut builder = IndexBuilder::new(parent.path()).unwrap();
         builder.add_batch(&Uuid::nil(), 3, &canonical).unwrap();
         let files = builder.finish().unwrap();
-        assert!(files.iter().any(|(name, _)| name == "meta.json"));
-
-        // What a reader gets back from an object: the files, laid out again.
-        let unpacked = tempfile::tempdir().unwrap();
-        for (name, bytes) in &files {
-            std::fs::write(unpacked.path().join(name), bytes).unwrap();
-        }
+        assert!(files.names().iter().any(|name| name == "meta.json"));
+        let unpacked = unpack(&files);
         let index = Index::open_in_dir(unpacked.path()).unwrap();
         let searcher = index.reader().unwrap().searcher();
         let (_, fields) = schema();
@@ -226,6 +240,19 @@ mod tests {
         assert_eq!(count("header.service:db AND value:error"), 2);
         assert_eq!(count("offset:[10 TO 19]"), 10);
         assert_eq!(count("partition:3"), 50);
+    }
+
+    /// What a reader gets back from an object: the index files packed into it, laid out again.
+    pub(super) fn unpack(files: &IndexFiles) -> tempfile::TempDir {
+        let mut builder = crate::segment::object::ObjectBuilder::default();
+        builder.add_index_files(files).unwrap();
+        let (object, footer) = builder.finish().unwrap();
+        let unpacked = tempfile::tempdir().unwrap();
+        for file in &footer.index_files {
+            let bytes = &object[file.start as usize..file.end as usize];
+            std::fs::write(unpacked.path().join(&file.name), bytes).unwrap();
+        }
+        unpacked
     }
 }
 
@@ -254,11 +281,7 @@ mod json_tests {
         let parent = tempfile::tempdir().unwrap();
         let mut builder = IndexBuilder::new(parent.path()).unwrap();
         builder.add_batch(&Uuid::nil(), 0, &canonical).unwrap();
-        let files = builder.finish().unwrap();
-        let unpacked = tempfile::tempdir().unwrap();
-        for (name, bytes) in &files {
-            std::fs::write(unpacked.path().join(name), bytes).unwrap();
-        }
+        let unpacked = super::tests::unpack(&builder.finish().unwrap());
         let index = Index::open_in_dir(unpacked.path()).unwrap();
         let searcher = index.reader().unwrap().searcher();
         let count = |q: &str| {

@@ -10,15 +10,16 @@
 //! trailer := footer_length u32 | crc32c(footer) u32 | version u32 | "STRATASG"
 //! ```
 
+use std::io::Write;
 use std::ops::Range;
 
-use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::limits;
 use crate::partition::producer::Producers;
 use crate::protocol::record_batch::BatchHeader;
+use crate::segment::index::IndexFiles;
 
 pub const MAGIC: &[u8; 8] = b"STRATASG";
 pub const FORMAT_VERSION: u32 = 3;
@@ -35,6 +36,8 @@ pub enum ObjectError {
     Version(u32),
     #[error("segment footer is corrupt: {0}")]
     CorruptFooter(String),
+    #[error("writing the object: {0}")]
+    Io(#[from] std::io::Error),
     #[error("batch for {topic_id}/{partition} at offset {offset} is out of order")]
     OutOfOrder {
         topic_id: Uuid,
@@ -108,31 +111,49 @@ impl Footer {
     }
 }
 
-/// Builds an object. Batches are added per partition in offset order; partitions may be added
-/// in any order, each one's batches contiguously.
-pub struct ObjectBuilder {
-    body: BytesMut,
+/// Builds an object into a sink (a file for uploads, a `Vec` in tests), so memory stays bounded
+/// by a block whatever the segment's size. Batches are added per partition in offset order;
+/// partitions may be added in any order, each one's batches contiguously.
+pub struct ObjectBuilder<W: Write = Vec<u8>> {
+    sink: W,
+    /// Bytes written so far: where the next byte goes.
+    position: u64,
     partitions: Vec<PartitionBlocks>,
     open: Option<Block>,
     index_files: Vec<IndexFile>,
 }
 
-impl Default for ObjectBuilder {
+impl Default for ObjectBuilder<Vec<u8>> {
+    /// An object built in memory (tests and benchmarks).
     fn default() -> Self {
-        let mut body = BytesMut::with_capacity(limits::SEGMENT_BLOCK_BYTES);
-        body.put_slice(MAGIC);
-        body.put_u32(FORMAT_VERSION);
-        body.put_u32(0);
-        ObjectBuilder {
-            body,
-            partitions: Vec::new(),
-            open: None,
-            index_files: Vec::new(),
-        }
+        ObjectBuilder::new(Vec::with_capacity(limits::SEGMENT_BLOCK_BYTES))
+            .expect("writing to a Vec cannot fail")
     }
 }
 
-impl ObjectBuilder {
+impl<W: Write> ObjectBuilder<W> {
+    /// Starts an object in `sink`, with its header.
+    pub fn new(sink: W) -> Result<ObjectBuilder<W>, ObjectError> {
+        let mut builder = ObjectBuilder {
+            sink,
+            position: 0,
+            partitions: Vec::new(),
+            open: None,
+            index_files: Vec::new(),
+        };
+        let mut header = [0u8; HEADER_BYTES];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..12].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
+        builder.write(&header)?;
+        Ok(builder)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), ObjectError> {
+        self.sink.write_all(bytes)?;
+        self.position += bytes.len() as u64;
+        Ok(())
+    }
+
     /// Starts the next partition; its batches follow with `add_batch`.
     pub fn start_partition(&mut self, topic_id: Uuid, partition: i32) {
         self.close_block();
@@ -168,18 +189,19 @@ impl ObjectBuilder {
         if header.is_idempotent() {
             current.producers.record(header, header.base_offset);
         }
-        let start = self.body.len() as u64;
-        self.body.put_slice(batch);
+        let start = self.position;
+        self.write(batch)?;
+        let end = self.position;
         let block = self.open.get_or_insert(Block {
             base_offset: header.base_offset,
             last_offset: header.last_offset(),
             max_timestamp: header.max_timestamp,
             start,
-            end: start,
+            end,
         });
         block.last_offset = header.last_offset();
         block.max_timestamp = block.max_timestamp.max(header.max_timestamp);
-        block.end = self.body.len() as u64;
+        block.end = end;
         if (block.end - block.start) as usize >= limits::SEGMENT_BLOCK_BYTES {
             self.close_block();
         }
@@ -196,33 +218,41 @@ impl ObjectBuilder {
         }
     }
 
-    /// Adds the index files after the data blocks (call after the last batch).
-    pub fn add_index_files(&mut self, files: Vec<(String, Vec<u8>)>) {
+    /// Adds the index files after the data blocks (after the last batch), copied from `files`.
+    pub fn add_index_files(&mut self, files: &IndexFiles) -> Result<(), ObjectError> {
         self.close_block();
-        for (name, bytes) in files {
-            let start = self.body.len() as u64;
-            self.body.put_slice(&bytes);
-            let end = self.body.len() as u64;
-            self.index_files.push(IndexFile { name, start, end });
+        for name in files.names() {
+            let start = self.position;
+            let mut file = files.open(name)?;
+            self.position += std::io::copy(&mut file, &mut self.sink)?;
+            self.index_files.push(IndexFile {
+                name: name.clone(),
+                start,
+                end: self.position,
+            });
         }
+        Ok(())
     }
 
-    /// The finished object and its footer.
-    pub fn finish(mut self) -> (Bytes, Footer) {
+    /// Writes the footer and trailer; gives back the sink (flushed) and the footer.
+    pub fn finish(mut self) -> Result<(W, Footer), ObjectError> {
         self.close_block();
         self.partitions.retain(|p| !p.blocks.is_empty());
         let footer = Footer {
-            partitions: self.partitions,
-            index_files: self.index_files,
+            partitions: std::mem::take(&mut self.partitions),
+            index_files: std::mem::take(&mut self.index_files),
         };
         let encoded = bincode::serde::encode_to_vec(&footer, bincode::config::standard())
             .expect("footer serializes");
-        self.body.put_slice(&encoded);
-        self.body.put_u32(encoded.len() as u32);
-        self.body.put_u32(crc32c::crc32c(&encoded));
-        self.body.put_u32(FORMAT_VERSION);
-        self.body.put_slice(MAGIC);
-        (self.body.freeze(), footer)
+        self.write(&encoded)?;
+        let mut trailer = [0u8; TRAILER_BYTES];
+        trailer[..4].copy_from_slice(&(encoded.len() as u32).to_be_bytes());
+        trailer[4..8].copy_from_slice(&crc32c::crc32c(&encoded).to_be_bytes());
+        trailer[8..12].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
+        trailer[12..].copy_from_slice(MAGIC);
+        self.write(&trailer)?;
+        self.sink.flush()?;
+        Ok((self.sink, footer))
     }
 }
 
@@ -284,6 +314,7 @@ pub fn parse_footer(tail: &[u8], object_bytes: u64) -> Result<Footer, ObjectErro
 mod tests {
     use super::*;
     use crate::protocol::record_batch::{set_base_offset, tests_support};
+    use bytes::Bytes;
 
     fn batch(base_offset: i64, records: i32, bytes_per_record: usize) -> (BatchHeader, Bytes) {
         let records: Vec<_> = (0..records)
@@ -310,7 +341,7 @@ mod tests {
                 expected.push((partition, n * 10, bytes));
             }
         }
-        let (object, built) = builder.finish();
+        let (object, built) = builder.finish().unwrap();
         let tail = &object[object.len() - limits::SEGMENT_TAIL_READ_BYTES.min(object.len())..];
         let footer = parse_footer(tail, object.len() as u64).unwrap();
         assert_eq!(footer, built);
@@ -343,7 +374,7 @@ mod tests {
         builder.start_partition(Uuid::nil(), 0);
         let (header, bytes) = batch(0, 1, 10);
         builder.add_batch(&header, &bytes).unwrap();
-        let (object, _) = builder.finish();
+        let (object, _) = builder.finish().unwrap();
         let size = object.len() as u64;
         for at in 0..object.len() - 16 {
             let mut copy = object.to_vec();

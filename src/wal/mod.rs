@@ -370,14 +370,7 @@ fn replay_segment(dir: &Path, id: u64, is_last: bool, topics: &Topics) -> Result
         let Some(partition) = topic.partition(entry.partition) else {
             return;
         };
-        let location = BatchLocation {
-            base_offset: entry.header.base_offset,
-            last_offset: entry.header.last_offset(),
-            max_timestamp: entry.header.max_timestamp,
-            segment_id: id,
-            position: entry.batch_position,
-            bytes: entry.batch.len() as u32,
-        };
+        let location = entry.location(id);
         let mut state = partition.lock();
         if location.last_offset < state.high_watermark {
             tracing::debug!(topic = %topic.name, partition = entry.partition, offset = location.base_offset,

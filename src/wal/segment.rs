@@ -15,6 +15,7 @@ use bytes::{BufMut, BytesMut};
 use uuid::Uuid;
 
 use crate::limits;
+use crate::partition::BatchLocation;
 use crate::protocol::record_batch::{BatchError, BatchHeader};
 
 pub const MAGIC: &[u8; 8] = b"STRATAWL";
@@ -85,6 +86,20 @@ pub struct ReplayedEntry<'a> {
     pub batch_position: u64,
     pub header: BatchHeader,
     pub batch: &'a [u8],
+}
+
+impl ReplayedEntry<'_> {
+    /// Where this entry's batch lies, in segment `segment_id`.
+    pub fn location(&self, segment_id: u64) -> BatchLocation {
+        BatchLocation {
+            base_offset: self.header.base_offset,
+            last_offset: self.header.last_offset(),
+            max_timestamp: self.header.max_timestamp,
+            segment_id,
+            position: self.batch_position,
+            bytes: self.batch.len() as u32,
+        }
+    }
 }
 
 /// How a segment's scan ended.
