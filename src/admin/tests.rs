@@ -15,6 +15,7 @@ fn state(token: Option<&str>) -> AdminState {
     AdminState {
         ready: Arc::new(AtomicBool::new(false)),
         broker: None,
+        users: None,
         token: token.map(Arc::from),
     }
 }
