@@ -147,11 +147,23 @@ async fn failures_are_answered_with_kafkas_codes_then_the_connection_closes() {
         assert!(text.contains(message), "{what}: {text}");
         conn.expect_closed().await;
     }
-    // A SCRAM client-first for an unknown user fails the same way as a wrong proof would.
+    // SCRAM for an unknown user runs to the proof and fails there, like a wrong password.
     let mut conn = Conn::connect(strata.kafka).await;
     handshake(&mut conn, "SCRAM-SHA-512").await;
     let answer = authenticate(&mut conn, b"n,,n=mallory,r=abcdef").await;
+    assert_eq!(answer.error_code, 0, "{answer:?}");
+    let server_first = String::from_utf8(answer.auth_bytes.to_vec()).unwrap();
+    let nonce = server_first.split(',').next().unwrap();
+    assert!(
+        nonce.starts_with("r=abcdef") && nonce.len() > 20,
+        "{server_first}"
+    );
+    let proof = "A".repeat(86) + "==";
+    let client_final = format!("c=biws,{nonce},p={proof}");
+    let answer = authenticate(&mut conn, client_final.as_bytes()).await;
     assert_eq!(answer.error_code, SASL_AUTHENTICATION_FAILED);
+    let text = answer.error_message.as_deref().unwrap_or_default();
+    assert!(text.contains("invalid credentials"), "{text}");
     conn.expect_closed().await;
 
     let mut conn = Conn::connect(strata.kafka).await;

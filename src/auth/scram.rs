@@ -10,6 +10,7 @@
 //! constant time.
 
 use std::num::NonZeroU32;
+use std::sync::OnceLock;
 
 use aws_lc_rs::{digest, hmac, pbkdf2};
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -27,8 +28,7 @@ pub enum ScramError {
         message: &'static str,
         reason: String,
     },
-    /// Unknown user or wrong proof: deliberately the same error, so a client cannot tell
-    /// which users exist.
+    /// Wrong proof, for a user that exists or not (see `ServerFirst::start`).
     #[error("invalid credentials")]
     InvalidCredentials,
     #[error("authorization id `{authzid}` differs from the user name")]
@@ -195,10 +195,31 @@ pub fn random_bytes(len: usize) -> Result<Vec<u8>, ScramError> {
     Ok(bytes)
 }
 
+/// A stand-in credential for a user that does not exist, so that the exchange runs to its
+/// end and fails like a wrong password: the same message at the same step, and the same salt
+/// for the same name on every try (while the process lives). Its keys match no proof.
+fn unknown_user_credential(mechanism: ScramMechanism, user: &str) -> ScramCredential {
+    static SECRET: OnceLock<Vec<u8>> = OnceLock::new();
+    let secret = SECRET.get_or_init(|| {
+        random_bytes(limits::SCRAM_SALT_BYTES).unwrap_or_else(|_| vec![0; limits::SCRAM_SALT_BYTES])
+    });
+    let derive = |label: &str| mechanism.hmac(secret, format!("{label}\0{user}").as_bytes());
+    let mut salt = derive("salt");
+    salt.truncate(limits::SCRAM_SALT_BYTES);
+    ScramCredential {
+        salt,
+        iterations: limits::SCRAM_ITERATIONS_DEFAULT,
+        stored_key: derive("stored key"),
+        server_key: derive("server key"),
+    }
+}
+
 /// The server between its first message and the client's final one.
 pub struct ServerFirst {
     mechanism: ScramMechanism,
     user: String,
+    /// Whether `credential` is the user's, not a stand-in for an unknown user.
+    known: bool,
     credential: ScramCredential,
     /// The GS2 header as the client sent it: the final message's channel binding repeats it.
     gs2_header: String,
@@ -208,7 +229,9 @@ pub struct ServerFirst {
 }
 
 impl ServerFirst {
-    /// Handles client-first: parses it, looks the user up, and answers with server-first.
+    /// Handles client-first: parses it, looks the user up, and answers with server-first. An
+    /// unknown user gets a server-first as well and fails at client-final, like a wrong
+    /// password, so the exchange does not tell which users exist.
     pub fn start(
         mechanism: ScramMechanism,
         client_first: &[u8],
@@ -230,7 +253,9 @@ impl ServerFirst {
                 return Err(ScramError::AuthorizationId { authzid });
             }
         }
-        let credential = lookup(&first.user).ok_or(ScramError::InvalidCredentials)?;
+        let found = lookup(&first.user);
+        let known = found.is_some();
+        let credential = found.unwrap_or_else(|| unknown_user_credential(mechanism, &first.user));
         let nonce = format!("{}{server_nonce}", first.client_nonce);
         let server_first = format!(
             "r={nonce},s={},i={}",
@@ -241,6 +266,7 @@ impl ServerFirst {
         let state = ServerFirst {
             mechanism,
             user: first.user,
+            known,
             credential,
             gs2_header: first.gs2_header,
             client_first_bare: first.bare,
@@ -300,7 +326,7 @@ impl ServerFirst {
             .map(|(p, s)| p ^ s)
             .collect();
         let stored_key = mechanism.hash(&client_key);
-        if !bool::from(stored_key.ct_eq(&self.credential.stored_key)) {
+        if !bool::from(stored_key.ct_eq(&self.credential.stored_key)) || !self.known {
             return Err(ScramError::InvalidCredentials);
         }
         let server_signature = mechanism.hmac(&self.credential.server_key, auth_message.as_bytes());
@@ -520,8 +546,24 @@ mod tests {
         let stored = mechanism.new_credential("pw", 4096).unwrap();
         let lookup = |user: &str| (user == "bob").then(|| stored.clone());
         let start = |message: &str| ServerFirst::start(mechanism, message.as_bytes(), lookup);
+        // An unknown user gets a server-first with a salt that is stable for its name, and
+        // fails at the proof like a wrong password.
+        let (eve, first) = start("n,,n=eve,r=abc").unwrap();
+        let (_, again) = start("n,,n=eve,r=abc").unwrap();
+        let salt = |m: &[u8]| {
+            String::from_utf8(m.to_vec())
+                .unwrap()
+                .split(',')
+                .nth(1)
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(salt(&first), salt(&again));
+        let nonce = String::from_utf8(first).unwrap();
+        let nonce = nonce.split(',').next().unwrap();
+        let proof = BASE64.encode([0u8; 32]);
         assert!(matches!(
-            start("n,,n=eve,r=abc"),
+            eve.finish(format!("c=biws,{nonce},p={proof}").as_bytes()),
             Err(ScramError::InvalidCredentials)
         ));
         assert!(matches!(
