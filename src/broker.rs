@@ -21,6 +21,7 @@ use crate::groups::Coordinator;
 use crate::indexer;
 use crate::limits;
 use crate::metadata::catalog::Catalog;
+use crate::metadata::users::Users;
 use crate::metadata::{snapshot, Metadata};
 use crate::metrics::Metrics;
 use crate::object_storage;
@@ -37,6 +38,8 @@ pub struct Broker {
     pub advertised: (String, i32),
     pub cluster_id: String,
     pub metadata: Arc<Metadata>,
+    /// The Kafka listener's users (SCRAM credentials, in the metadata).
+    pub users: Users,
     pub topics: Topics,
     pub wal: Arc<Wal>,
     /// Reads batches from either tier.
@@ -64,6 +67,8 @@ pub struct Broker {
 
 /// Runs the broker until a shutdown signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // First: a missing, unreadable or mismatched certificate or key stops the start at once.
+    let tls = tls_acceptor(&config)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     // Held until the process exits: a second broker on this directory would be a second WAL
@@ -160,6 +165,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         catalog,
         indexer_lock: tokio::sync::Mutex::new(()),
         swept_at_changes: std::sync::atomic::AtomicU64::new(u64::MAX),
+        users: Users::new(metadata.clone()),
         config,
         advertised,
         metadata,
@@ -175,6 +181,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let admin_app = admin::router(admin::AdminState {
         ready: ready.clone(),
         broker: Some(broker.clone()),
+        users: Some(broker.users.clone()),
         token: broker
             .config
             .admin_token
@@ -194,6 +201,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     let server_task = tokio::spawn(server::serve(
         kafka,
+        tls,
         broker.clone(),
         shutdown.clone(),
         tracker.clone(),
@@ -228,6 +236,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = admin_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The Kafka listener's TLS acceptor on SSL and SASL_SSL listeners, from the PEM files (the
+/// configuration made sure both are named).
+fn tls_acceptor(config: &Config) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    if !config.kafka_security_protocol.tls() {
+        return Ok(None);
+    }
+    let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) else {
+        anyhow::bail!("--tls-cert-file and --tls-key-file are required for TLS");
+    };
+    let acceptor = server::tls::acceptor(cert, key, config.tls_client_ca_file.as_deref())?;
+    Ok(Some(acceptor))
 }
 
 /// Takes an exclusive lock on `<data-dir>/strata.lock`, or explains who holds it.

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
+use crate::auth::Mechanisms;
 use crate::limits;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start-up: the size of the larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the broker.
@@ -150,6 +153,42 @@ pub struct Config {
     #[arg(long, env = "STRATA_ADMIN_TOKEN", hide_env_values = true, value_parser = Secret::parse)]
     pub admin_token: Option<Secret>,
 
+    /// Security protocol of the Kafka listener, in Kafka's words: PLAINTEXT, SSL (TLS),
+    /// SASL_PLAINTEXT (SASL authentication, no TLS) or SASL_SSL (both).
+    #[arg(
+        long,
+        env = "STRATA_KAFKA_SECURITY_PROTOCOL",
+        value_enum,
+        ignore_case = true,
+        default_value = "PLAINTEXT"
+    )]
+    pub kafka_security_protocol: SecurityProtocol,
+
+    /// PEM file with the Kafka listener's TLS certificate, then any intermediate certificates
+    /// (required by SSL and SASL_SSL). Read at start-up: restart to rotate.
+    #[arg(long, env = "STRATA_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM file with the private key of --tls-cert-file (PKCS#8, PKCS#1 or SEC1). Its contents
+    /// are never printed or logged.
+    #[arg(long, env = "STRATA_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// PEM file of CA certificates: when set, every TLS client must present a certificate
+    /// signed by one of them (mutual TLS).
+    #[arg(long, env = "STRATA_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+
+    /// SASL mechanisms offered on a SASL listener, as Kafka's `sasl.enabled.mechanisms`
+    /// (any of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
+    #[arg(
+        long,
+        env = "STRATA_SASL_ENABLED_MECHANISMS",
+        default_value = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+        value_parser = Mechanisms::parse
+    )]
+    pub sasl_enabled_mechanisms: Mechanisms,
+
     /// Longest time from a record's acknowledgement until search finds it while it is still in
     /// the WAL: how often the hot search index takes in new batches.
     #[arg(long, env = "STRATA_SEARCH_REFRESH_MS", default_value_t = 1000)]
@@ -235,6 +274,7 @@ impl Config {
                 "--admin-token must not be empty".into(),
             ));
         }
+        self.check_security()?;
         if self.search_refresh_ms == 0 {
             return Err(ConfigError::Invalid(
                 "--search-refresh-ms must be at least 1".into(),
@@ -246,6 +286,69 @@ impl Config {
             ));
         }
         Ok(self)
+    }
+}
+
+impl Config {
+    /// TLS files go with a TLS protocol, and a TLS protocol needs its certificate and key.
+    fn check_security(&self) -> Result<(), ConfigError> {
+        let protocol = self.kafka_security_protocol;
+        if protocol.tls() {
+            if self.tls_cert_file.is_none() || self.tls_key_file.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "--kafka-security-protocol {} needs --tls-cert-file and --tls-key-file",
+                    protocol.name()
+                )));
+            }
+            return Ok(());
+        }
+        let tls_files = [
+            ("--tls-cert-file", &self.tls_cert_file),
+            ("--tls-key-file", &self.tls_key_file),
+            ("--tls-client-ca-file", &self.tls_client_ca_file),
+        ];
+        if let Some((flag, _)) = tls_files.iter().find(|(_, file)| file.is_some()) {
+            return Err(ConfigError::Invalid(format!(
+                "{flag} is set but --kafka-security-protocol {} uses no TLS (use SSL or SASL_SSL)",
+                protocol.name()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The Kafka listener's security protocol, as Kafka's `security.protocol` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// Whether connections are TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    /// Whether clients must authenticate with SASL before anything else.
+    pub fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
     }
 }
 
@@ -454,6 +557,45 @@ mod tests {
             "{printed}"
         );
         assert_eq!(config.search_refresh_ms, 1000);
+    }
+
+    #[test]
+    fn tls_protocols_need_their_files_and_plaintext_refuses_them() {
+        let config = Config::load(argv(&[])).unwrap();
+        assert_eq!(config.kafka_security_protocol, SecurityProtocol::Plaintext);
+        assert_eq!(
+            config.sasl_enabled_mechanisms.to_string(),
+            "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
+        );
+        for protocol in ["SSL", "SASL_SSL", "sasl_ssl"] {
+            let error = Config::load(argv(&["--kafka-security-protocol", protocol])).unwrap_err();
+            assert!(error.to_string().contains("--tls-cert-file"), "{error}");
+        }
+        let error = Config::load(argv(&["--tls-key-file", "/k.pem"])).unwrap_err();
+        assert!(error.to_string().contains("uses no TLS"), "{error}");
+        let config = Config::load(argv(&[
+            "--kafka-security-protocol",
+            "SASL_SSL",
+            "--tls-cert-file",
+            "/c.pem",
+            "--tls-key-file",
+            "/k.pem",
+            "--sasl-enabled-mechanisms",
+            "SCRAM-SHA-512",
+        ]))
+        .unwrap();
+        assert!(config.kafka_security_protocol.tls() && config.kafka_security_protocol.sasl());
+        let printed = toml::to_string(&config).unwrap();
+        assert!(
+            printed.contains("kafka_security_protocol = \"SASL_SSL\""),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("sasl_enabled_mechanisms = \"SCRAM-SHA-512\""),
+            "{printed}"
+        );
+        let error = Config::load(argv(&["--sasl-enabled-mechanisms", "GSSAPI"])).unwrap_err();
+        assert!(error.to_string().contains("GSSAPI"), "{error}");
     }
 
     #[test]

@@ -3,10 +3,11 @@
 //! `protocol` is the wire; produced batches go to the `wal` and become visible in `partition`;
 //! `metadata` keeps topics and producer ids durable; `search` queries every record in both
 //! tiers; `groups` coordinates consumer groups and keeps their committed offsets; `admin` is
-//! the HTTP API.
+//! the HTTP API; `auth` is SASL (the listener's TLS is in `server`).
 
 pub mod admin;
 pub mod api;
+pub mod auth;
 pub mod bench;
 pub mod broker;
 pub mod config;

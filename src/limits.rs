@@ -132,3 +132,31 @@ pub const SEARCH_HOT_READ_BYTES: usize = 8 * 1024 * 1024;
 
 /// Largest JSON body the admin API accepts (a search or a topic change is small).
 pub const ADMIN_BODY_BYTES_MAX: usize = 1024 * 1024;
+
+/// Longest a TLS handshake on the Kafka listener may take: a client that connects and says
+/// nothing (or speaks plaintext slowly) must not hold a task and a socket forever.
+pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+
+/// Largest frame a client may send on a SASL listener before it has authenticated, as Kafka's
+/// `sasl.server.max.receive.size`: an unauthenticated peer cannot make the broker allocate
+/// `FRAME_BYTES_MAX`. SASL tokens are a few hundred bytes.
+pub const SASL_FRAME_BYTES_MAX: usize = 512 * 1024;
+
+/// SCRAM iterations a credential may have: Kafka's bounds (4096 is RFC 7677's minimum;
+/// beyond 16384 every login costs the broker more CPU than it buys against guessing).
+pub const SCRAM_ITERATIONS_MIN: u32 = 4096;
+pub const SCRAM_ITERATIONS_MAX: u32 = 16_384;
+
+/// Iterations of a credential made over the admin API when the request names none: twice the
+/// minimum, a few milliseconds of CPU per PLAIN login or new credential.
+pub const SCRAM_ITERATIONS_DEFAULT: u32 = 8192;
+
+/// Random bytes of a new credential's salt (RFC 7677's example uses 16; more costs nothing).
+pub const SCRAM_SALT_BYTES: usize = 32;
+
+/// Random bytes of the server's part of a SCRAM nonce (base64-encoded on the wire).
+pub const SCRAM_NONCE_BYTES: usize = 24;
+
+/// Longest user name a credential may have (names travel in every SASL exchange and in the
+/// metadata document).
+pub const SASL_USER_NAME_BYTES_MAX: usize = 256;

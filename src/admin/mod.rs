@@ -6,13 +6,14 @@
 //! at `/v1/openapi.json` is generated from the very handlers the router runs: a route cannot be
 //! served without being documented. One file per area: `cluster.rs` (health, metrics, cluster,
 //! segments, the indexer), `topics.rs` (the same code paths as the Kafka topic APIs),
-//! `search.rs`. To add routes: a handler with `#[utoipa::path]`, one `.routes(routes!(..))`
+//! `search.rs`, `groups.rs`, `users.rs` (the Kafka listener's SASL users). To add routes: a handler with `#[utoipa::path]`, one `.routes(routes!(..))`
 //! line in `v1_routes`.
 
 mod cluster;
 mod groups;
 mod search;
 mod topics;
+mod users;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -32,12 +33,15 @@ use utoipa_axum::routes;
 
 use crate::broker::Broker;
 use crate::limits;
+use crate::metadata::users::Users;
 
 #[derive(Clone)]
 pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// `None` only in tests of the routes.
     pub broker: Option<Arc<Broker>>,
+    /// The Kafka listener's users (the broker's; tests of the routes bring their own).
+    pub users: Option<Users>,
     /// `--admin-token`: every `/v1` call must carry it.
     pub token: Option<Arc<str>>,
 }
@@ -45,6 +49,12 @@ pub struct AdminState {
 impl AdminState {
     fn broker(&self) -> Result<&Arc<Broker>, ApiError> {
         self.broker.as_ref().ok_or_else(|| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the broker is not running")
+        })
+    }
+
+    fn users(&self) -> Result<&Users, ApiError> {
+        self.users.as_ref().ok_or_else(|| {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the broker is not running")
         })
     }
@@ -128,6 +138,8 @@ fn v1_routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(search::search_get, search::search_post))
         .routes(routes!(groups::list))
         .routes(routes!(groups::describe))
+        .routes(routes!(users::list))
+        .routes(routes!(users::set_password, users::delete))
 }
 
 /// Routes anyone who reaches the listener may call.

@@ -15,6 +15,7 @@ fn state(token: Option<&str>) -> AdminState {
     AdminState {
         ready: Arc::new(AtomicBool::new(false)),
         broker: None,
+        users: None,
         token: token.map(Arc::from),
     }
 }
@@ -132,6 +133,9 @@ async fn the_openapi_document_and_the_router_agree() {
         ("GET", "/v1/groups"),
         ("GET", "/v1/groups/{group}"),
         ("GET", "/v1/openapi.json"),
+        ("GET", "/v1/users"),
+        ("PUT", "/v1/users/{name}"),
+        ("DELETE", "/v1/users/{name}"),
     ];
     for (method, path) in expected {
         assert!(
@@ -155,4 +159,104 @@ async fn bad_bodies_and_queries_are_400_with_json() {
     let (status, body) = call(&app, Method::GET, "/v1/search?topic=t&limit=x", None).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("\"error\""), "{body}");
+}
+
+async fn call_json(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    body: &str,
+) -> (StatusCode, serde_json::Value, String) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    (status, json, text)
+}
+
+/// The user routes on a real user store (a metadata directory), without a broker.
+#[tokio::test]
+async fn users_are_created_listed_and_deleted_and_passwords_never_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let metadata = Arc::new(crate::metadata::Metadata::open(dir.path()).unwrap());
+    let users = Users::new(metadata);
+    let mut state = state(None);
+    state.users = Some(users.clone());
+    let app = router(state);
+
+    let put = r#"{"mechanism": "SCRAM-SHA-512", "password": "alice-secret-1"}"#;
+    let (status, body, text) = call_json(&app, Method::PUT, "/v1/users/alice", put).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(body["name"], "alice");
+    assert_eq!(body["credentials"][0]["mechanism"], "SCRAM-SHA-512");
+    assert_eq!(body["credentials"][0]["iterations"], 8192);
+    assert!(!text.contains("alice-secret-1"), "{text}");
+    let put = r#"{"mechanism": "SCRAM-SHA-256", "password": "alice-secret-1", "iterations": 4096}"#;
+    let (status, body, _) = call_json(&app, Method::PUT, "/v1/users/alice", put).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["credentials"].as_array().unwrap().len(), 2);
+    assert!(users.verify_password("alice", "alice-secret-1"));
+
+    let (status, body, text) = call_json(&app, Method::GET, "/v1/users", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(body.as_array().unwrap().len(), 1, "{text}");
+    assert!(
+        !text.contains("alice-secret-1") && !text.contains("salt"),
+        "{text}"
+    );
+
+    let bad = [
+        r#"{"mechanism": "PLAIN", "password": "x"}"#,
+        r#"{"mechanism": "SCRAM-SHA-512", "password": ""}"#,
+        r#"{"mechanism": "SCRAM-SHA-512", "password": "x", "iterations": 100}"#,
+        r#"{"mechanism": "SCRAM-SHA-512", "password": "x", "iterations": 100000}"#,
+        r#"{"mechanism": "SCRAM-SHA-512", "password": "x", "salt": "y"}"#,
+        r#"{"mechanism": "SCRAM-SHA-512"}"#,
+        r#"{not json"#,
+    ];
+    for body in bad {
+        let (status, json, text) = call_json(&app, Method::PUT, "/v1/users/bob", body).await;
+        assert_eq!(status, 400, "{body}: {text}");
+        assert!(json["error"].is_string(), "{text}");
+    }
+    let long_name = format!("/v1/users/{}", "x".repeat(300));
+    let put = r#"{"mechanism": "SCRAM-SHA-512", "password": "x"}"#;
+    assert_eq!(call_json(&app, Method::PUT, &long_name, put).await.0, 400);
+
+    let (status, _, _) = call_json(&app, Method::DELETE, "/v1/users/bob", "").await;
+    assert_eq!(status, 404);
+    // The first deletion of a mechanism removes it; the second finds nothing.
+    for expected in [204, 404] {
+        let uri = "/v1/users/alice?mechanism=SCRAM-SHA-256";
+        let (status, _, _) = call_json(&app, Method::DELETE, uri, "").await;
+        assert_eq!(status, expected);
+    }
+    let (status, _, _) = call_json(&app, Method::DELETE, "/v1/users/alice?mechanism=MD5", "").await;
+    assert_eq!(status, 400);
+    let (status, _, _) = call_json(&app, Method::DELETE, "/v1/users/alice", "").await;
+    assert_eq!(status, 204);
+    let (_, body, _) = call_json(&app, Method::GET, "/v1/users", "").await;
+    assert_eq!(body, serde_json::json!([]));
+    assert!(!users.verify_password("alice", "alice-secret-1"));
+}
+
+#[tokio::test]
+async fn the_user_routes_need_the_token() {
+    let app = router(state(Some("s3cret")));
+    for (method, uri) in [
+        (Method::GET, "/v1/users"),
+        (Method::PUT, "/v1/users/alice"),
+        (Method::DELETE, "/v1/users/alice"),
+    ] {
+        assert_eq!(call(&app, method, uri, None).await.0, 401);
+    }
 }

@@ -2,14 +2,17 @@
 //! and configs, and the producer-id reservation. One JSON document, replaced atomically (write a
 //! temporary file, fsync, rename, fsync the directory), so a crash leaves the old or the new
 //! document, never a mix. Changes are rare (topic admin, one write per block of producer ids).
-//! The catalog of uploaded objects lives beside it (`catalog`).
+//! The catalog of uploaded objects lives beside it (`catalog`); the SCRAM credentials of the
+//! Kafka listener's users are part of the document (`users`).
 
 pub mod catalog;
 pub mod snapshot;
+pub mod users;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -63,6 +66,9 @@ pub struct MetadataDoc {
     /// Log start offsets moved by retention or DeleteRecords, by `log_start_key`.
     #[serde(default)]
     pub log_start_offsets: BTreeMap<String, i64>,
+    /// SCRAM credentials by user and mechanism (salted and hashed only; see `users`).
+    #[serde(default)]
+    pub users: BTreeMap<String, users::UserCredentials>,
 }
 
 /// The key of a partition in `MetadataDoc::log_start_offsets`.
@@ -116,6 +122,7 @@ impl Metadata {
                 topics: Vec::new(),
                 incarnation: new_incarnation(),
                 log_start_offsets: BTreeMap::new(),
+                users: BTreeMap::new(),
             },
             Err(source) => return Err(MetadataError::Io { path, source }),
         };
@@ -216,7 +223,15 @@ fn write_doc(dir: &Path, doc: &MetadataDoc) -> Result<(), MetadataError> {
         source,
     };
     let bytes = serde_json::to_vec_pretty(doc).expect("metadata serializes");
-    let mut file = File::create(&temporary).map_err(io)?;
+    // Owner-only: the document holds the users' SCRAM keys (hashed, but still a target for
+    // an offline password guess).
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(io)?;
     file.write_all(&bytes).map_err(io)?;
     file.sync_all().map_err(io)?;
     fs::rename(&temporary, &path).map_err(io)?;

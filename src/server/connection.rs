@@ -2,7 +2,9 @@
 //! Kafka does, so a client's requests take effect in the order it sent them), and a writer that
 //! sends the responses in that same order, awaiting deferred work (a produce waiting for its
 //! fsync, a fetch waiting for data) without stopping the reader. A malformed frame, an unknown
-//! api or an unsupported version closes this connection only.
+//! api or an unsupported version closes this connection only. The stream is TCP or TLS, given
+//! as its two halves; on a SASL listener `auth::Session` gates every request until the client
+//! has authenticated.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,12 +12,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::auth::{self, Session};
 use super::dispatch::{self, Reply};
 use super::ServerError;
 use crate::api::api_versions;
@@ -34,14 +35,16 @@ struct Outgoing {
     started: Instant,
 }
 
-pub async fn serve_connection(
-    stream: TcpStream,
+pub async fn serve_connection<R, W>(
+    reader: R,
+    writer: W,
     peer: SocketAddr,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
-    let (reader, writer) = stream.into_split();
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let (queue, outgoing) = mpsc::channel(limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX);
     broker.metrics.connections.inc();
     let writer = tokio::spawn(write_responses(
@@ -58,37 +61,46 @@ pub async fn serve_connection(
     broker.metrics.connections.dec();
 }
 
-async fn read_requests(
-    reader: OwnedReadHalf,
+async fn read_requests<R: AsyncRead + Unpin>(
+    reader: R,
     peer: SocketAddr,
     broker: &Arc<Broker>,
     queue: &mpsc::Sender<Outgoing>,
     shutdown: &CancellationToken,
 ) -> Result<(), ServerError> {
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    let mut session = Session::new(broker.config.kafka_security_protocol.sasl());
     loop {
+        let frame_bytes_max = session.frame_bytes_max();
         let frame = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            frame = protocol::read_frame(&mut reader, limits::FRAME_BYTES_MAX) => frame?,
+            frame = protocol::read_frame(&mut reader, frame_bytes_max) => frame?,
         };
         let Some(frame) = frame else {
             return Ok(());
         };
-        let outgoing = handle_frame(broker, frame, peer).await?;
+        let outgoing = handle_frame(broker, &mut session, frame, peer).await?;
         queue
             .send(outgoing)
             .await
             .map_err(|_| ServerError::WriterGone)?;
+        if session.closing() {
+            return Err(ServerError::AuthenticationFailed);
+        }
     }
 }
 
 async fn handle_frame(
     broker: &Arc<Broker>,
+    session: &mut Session,
     frame: Bytes,
     peer: SocketAddr,
 ) -> Result<Outgoing, ServerError> {
     let (key, version) = protocol::peek_api(&frame)?;
     let api = ApiKey::try_from(key).map_err(|_| protocol::ProtocolError::UnknownApiKey(key))?;
+    if !session.admits(api) {
+        return Err(ServerError::Unauthenticated(api));
+    }
     let supported = dispatch::versions(api).ok_or(ServerError::NotImplemented(api))?;
     if version < supported.min || version > supported.max {
         if api == ApiKey::ApiVersions {
@@ -116,7 +128,10 @@ async fn handle_frame(
     }
     let (header, body) = protocol::decode_request(api, version, frame)?;
     let correlation_id = header.correlation_id;
-    let reply = dispatch::dispatch(broker, header, body, peer).await?;
+    let reply = match auth::handle(broker, session, version, body, peer).await {
+        Ok(reply) => reply,
+        Err(body) => dispatch::dispatch(broker, header, body, peer).await?,
+    };
     Ok(Outgoing {
         api,
         version,
@@ -126,8 +141,8 @@ async fn handle_frame(
     })
 }
 
-async fn write_responses(
-    writer: OwnedWriteHalf,
+async fn write_responses<W: AsyncWrite + Unpin>(
+    writer: W,
     mut outgoing: mpsc::Receiver<Outgoing>,
     peer: SocketAddr,
     metrics: Arc<Metrics>,
@@ -161,5 +176,7 @@ async fn write_responses(
             return;
         }
     }
-    let _ = writer.flush().await;
+    // Flushes, then ends the stream (TLS sends close_notify), so a client refused after its
+    // last answer reads that answer and then a clean close.
+    let _ = writer.shutdown().await;
 }

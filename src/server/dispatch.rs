@@ -1,12 +1,17 @@
 //! The dispatch table: which Kafka APIs this broker serves, at which versions, and the handler
 //! for each. ApiVersions is answered from this table, so nothing is advertised that has no
-//! handler here.
+//! handler here. SaslHandshake and SaslAuthenticate are listed here but answered by
+//! `server::auth`, which holds the connection's authentication state.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use kafka_protocol::messages::{
+    AlterUserScramCredentialsRequest, DescribeUserScramCredentialsRequest, SaslAuthenticateRequest,
+    SaslHandshakeRequest,
+};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 use kafka_protocol::messages::{
     ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest,
@@ -68,6 +73,10 @@ pub const APIS: &[ApiKey] = &[
     ApiKey::DescribeGroups,
     ApiKey::DeleteGroups,
     ApiKey::OffsetDelete,
+    ApiKey::SaslHandshake,
+    ApiKey::SaslAuthenticate,
+    ApiKey::DescribeUserScramCredentials,
+    ApiKey::AlterUserScramCredentials,
 ];
 
 /// The versions of `api` this broker serves, or `None` if it does not serve it: those the
@@ -100,10 +109,17 @@ pub fn versions(api: ApiKey) -> Option<VersionRange> {
         ApiKey::DescribeGroups => codable::<DescribeGroupsRequest>(),
         ApiKey::DeleteGroups => codable::<DeleteGroupsRequest>(),
         ApiKey::OffsetDelete => codable::<OffsetDeleteRequest>(),
+        // v0 is followed by raw SASL tokens outside Kafka's framing; clients use v1.
+        ApiKey::SaslHandshake => codable::<SaslHandshakeRequest>().intersect(&SASL_HANDSHAKE_V1),
+        ApiKey::SaslAuthenticate => codable::<SaslAuthenticateRequest>(),
+        ApiKey::DescribeUserScramCredentials => codable::<DescribeUserScramCredentialsRequest>(),
+        ApiKey::AlterUserScramCredentials => codable::<AlterUserScramCredentialsRequest>(),
         _ => return None,
     };
     Some(codable.intersect(&api.valid_versions()))
 }
+
+const SASL_HANDSHAKE_V1: VersionRange = VersionRange { min: 1, max: 1 };
 
 fn codable<R: Request>() -> VersionRange {
     R::VERSIONS.intersect(&<R::Response as Message>::VERSIONS)
@@ -193,6 +209,16 @@ pub async fn dispatch(
         )),
         RequestKind::DeleteGroups(request) => api::delete_groups::handle(broker, request),
         RequestKind::OffsetDelete(request) => api::offset_delete::handle(broker, request),
+        RequestKind::DescribeUserScramCredentials(request) => {
+            Reply::ready(ResponseKind::DescribeUserScramCredentials(
+                api::describe_user_scram_credentials::handle(broker, request),
+            ))
+        }
+        RequestKind::AlterUserScramCredentials(request) => {
+            Reply::ready(ResponseKind::AlterUserScramCredentials(
+                api::alter_user_scram_credentials::handle(broker, request),
+            ))
+        }
         other => {
             let api = ApiKey::try_from(header.request_api_key).unwrap_or(ApiKey::ApiVersions);
             tracing::warn!(
@@ -221,6 +247,11 @@ mod tests {
             5,
             "the request type stops at v5"
         );
-        assert!(versions(ApiKey::SaslHandshake).is_none());
+        assert_eq!(
+            versions(ApiKey::SaslHandshake).unwrap(),
+            SASL_HANDSHAKE_V1,
+            "v0's raw tokens are not served"
+        );
+        assert!(versions(ApiKey::CreateAcls).is_none());
     }
 }

@@ -18,6 +18,8 @@ IMPLEMENTED = {
     wire.DESCRIBE_CONFIGS, wire.CREATE_PARTITIONS, wire.DESCRIBE_CLUSTER,
     wire.OFFSET_COMMIT, wire.OFFSET_FETCH, wire.FIND_COORDINATOR, wire.JOIN_GROUP, wire.HEARTBEAT,
     wire.LEAVE_GROUP, wire.SYNC_GROUP, wire.DESCRIBE_GROUPS, wire.LIST_GROUPS,
+    wire.SASL_HANDSHAKE, wire.SASL_AUTHENTICATE, wire.DESCRIBE_USER_SCRAM_CREDENTIALS,
+    wire.ALTER_USER_SCRAM_CREDENTIALS,
 }
 # Not implemented yet (per the broker's contract): must not be advertised. Move a key from
 # here to IMPLEMENTED when the broker gains it.
