@@ -118,7 +118,7 @@ def test_crash_loop(start_broker):
     b = start_broker(*BROKER_ARGS)
     topic = unique_topic("crash")
     create_topic(b.bootstrap, topic, PARTITIONS)
-    producers = [TrackedProducer(b.bootstrap, topic, f"p{i}", PARTITIONS, rate_per_s=800).start()
+    producers = [TrackedProducer(b.bootstrap, topic, f"p{i}", PARTITIONS, rate_per_s=300).start()
                  for i in range(2)]
     follower = Follower(b.bootstrap, topic)
     high_watermarks = {p: 0 for p in range(PARTITIONS)}
