@@ -28,7 +28,7 @@ fn point(name: &str) -> Result<Point, ApiError> {
 }
 
 /// The faults set now.
-#[utoipa::path(get, path = "/v1/faults", tag = "faults", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/faults", tag = "faults", operation_id = "list_faults", security(("bearer" = [])),
     responses((status = 200, description = "Faults by point", body = BTreeMap<String, Fault>)))]
 pub async fn list(State(state): State<AdminState>) -> Result<Json<Listing>, ApiError> {
     Ok(Json(faults(&state)?.list()))
@@ -37,7 +37,7 @@ pub async fn list(State(state): State<AdminState>) -> Result<Json<Listing>, ApiE
 /// Sets the fault of one point, replacing any fault there. Actions: `error` (optional `errno`:
 /// `EIO` or `ENOSPC`), `delay` (`ms`), `hang`, `crash`; `after` lets that many passes through
 /// first.
-#[utoipa::path(put, path = "/v1/faults/{point}", tag = "faults", security(("bearer" = [])),
+#[utoipa::path(put, path = "/v1/faults/{point}", tag = "faults", operation_id = "set_fault", security(("bearer" = [])),
     params(("point" = String, Path, description = "e.g. wal.fsync, object_store.get")),
     request_body = Fault,
     responses((status = 200, description = "Faults by point", body = BTreeMap<String, Fault>),
@@ -55,7 +55,7 @@ pub async fn set(
 }
 
 /// Clears the fault of one point.
-#[utoipa::path(delete, path = "/v1/faults/{point}", tag = "faults", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/faults/{point}", tag = "faults", operation_id = "clear_fault", security(("bearer" = [])),
     params(("point" = String, Path)),
     responses((status = 200, description = "Faults by point", body = BTreeMap<String, Fault>),
         (status = 404, description = "Unknown point", body = ErrorBody)))]
@@ -69,7 +69,7 @@ pub async fn clear(
 }
 
 /// Clears every fault.
-#[utoipa::path(delete, path = "/v1/faults", tag = "faults", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/faults", tag = "faults", operation_id = "clear_faults", security(("bearer" = [])),
     responses((status = 200, description = "No faults", body = BTreeMap<String, Fault>)))]
 pub async fn clear_all(State(state): State<AdminState>) -> Result<Json<Listing>, ApiError> {
     let faults = faults(&state)?;

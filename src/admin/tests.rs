@@ -191,6 +191,16 @@ async fn fault_routes_only_with_fault_injection() {
     };
     let (app, doc) = router_and_openapi(with);
     assert!(doc.paths.paths.contains_key("/v1/faults/{point}"));
+    let served = serde_json::to_value(&doc).unwrap();
+    let ids: Vec<&str> = served["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|operation| operation["operationId"].as_str())
+        .collect();
+    let unique: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "operation ids are unique: {ids:?}");
     let (status, _) = call(&app, Method::GET, "/v1/faults", None).await;
     assert_eq!(status, 401, "the token guards the fault routes too");
 
