@@ -131,6 +131,7 @@ fn open_wal() -> OpenWal {
         segment_ms: 600_000,
         group_commit_us: 0,
         disk_bytes_max: 0,
+        faults: strata::faults::Faults::disabled(),
     };
     let wal = runtime
         .block_on(async { Wal::open(options, &topics, Arc::new(Notify::new())) })

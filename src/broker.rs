@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin;
 use crate::config::{parse_host_port, Config};
+use crate::faults::Faults;
 use crate::groups::group::GroupSettings;
 use crate::groups::Coordinator;
 use crate::indexer;
@@ -61,6 +62,8 @@ pub struct Broker {
     pub object_store: Arc<dyn ObjectStore>,
     /// Notified after every group commit that published data (wakes long-polling fetches).
     pub data_arrived: Arc<Notify>,
+    /// Injected faults (tests, `--fault-injection`); every point passes when off.
+    pub faults: Arc<Faults>,
     pub shutdown: CancellationToken,
     pub started: Instant,
 }
@@ -82,12 +85,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             return Err(error).with_context(|| format!("cannot empty {}", staging.display()));
         }
     }
+    let faults = config.faults()?;
+    if faults.is_enabled() {
+        tracing::warn!("fault injection is on (--fault-injection): this broker is for tests");
+    }
     let object_store_url = config.object_store_url();
-    let object_store =
-        object_storage::open(&object_store_url, config.s3_endpoint.as_deref()).await?;
+    let object_store = object_storage::open_with(
+        &object_store_url,
+        config.s3_endpoint.as_deref(),
+        Duration::from_millis(config.object_store_timeout_ms),
+        faults.clone(),
+    )
+    .await?;
     tracing::info!(url = %object_store_url, "object store reachable");
     let meta_dir = config.data_dir.join("meta");
-    if let Some(restored) = snapshot::restore_if_empty(&meta_dir, object_store.as_ref()).await? {
+    let restored = snapshot::restore_if_empty(&meta_dir, object_store.as_ref())
+        .await
+        .context("cannot restore the empty data directory from the bucket (nothing was written; the next start tries again)")?;
+    if let Some(restored) = restored {
         tracing::info!(
             topics = restored.topics,
             objects = restored.objects,
@@ -100,7 +115,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         initial_rebalance_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
     };
     let groups = Arc::new(Coordinator::open(&meta_dir, group_settings)?);
-    let catalog = Catalog::open(&meta_dir.join("catalog"), &metadata.incarnation())?;
+    let catalog = Catalog::open(&meta_dir.join("catalog"), &metadata.incarnation())?
+        .with_faults(faults.clone());
     // Before WAL replay: the high watermark and producer state must cover what was uploaded.
     for entry in catalog.load()? {
         indexer::attach(&topics, &entry);
@@ -115,10 +131,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         segment_ms: config.wal_segment_ms,
         group_commit_us: config.wal_group_commit_us,
         disk_bytes_max: config.wal_disk_bytes_max,
+        faults: faults.clone(),
     };
     let wal = Arc::new(Wal::open(wal_options, &topics, data_arrived.clone())?);
     let metrics = Arc::new(Metrics::default());
     metrics.register(Box::new(wal.fsync_histogram()));
+    metrics.register(Box::new(wal.write_failures_counter()));
     let cache_dir = config
         .cache_dir
         .clone()
@@ -173,6 +191,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         wal,
         object_store,
         data_arrived,
+        faults,
         shutdown: shutdown.clone(),
         started: Instant::now(),
     });
@@ -187,6 +206,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .admin_token
             .as_ref()
             .map(|t| Arc::from(t.expose())),
+        faults: Some(broker.faults.clone()),
     });
     tracker.spawn(indexer::run(broker.clone()));
     tracker.spawn(snapshot_metadata(broker.clone()));

@@ -97,6 +97,12 @@ pub struct Config {
     #[arg(long, env = "STRATA_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
 
+    /// Longest one object-store request may take (a PUT of an object or of one multipart part, a
+    /// ranged GET, a LIST page, a DELETE) before it counts as failed: the indexer retries it with
+    /// backoff, a fetch answers KAFKA_STORAGE_ERROR (which consumers retry).
+    #[arg(long, env = "STRATA_OBJECT_STORE_TIMEOUT_MS", default_value_t = limits::OBJECT_STORE_TIMEOUT_MS_DEFAULT)]
+    pub object_store_timeout_ms: u64,
+
     /// Memory for cached blocks of objects (cold reads); 0 for none.
     #[arg(long, env = "STRATA_CACHE_MEMORY_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub cache_memory_bytes: u64,
@@ -194,6 +200,16 @@ pub struct Config {
     #[arg(long, env = "STRATA_SEARCH_REFRESH_MS", default_value_t = 1000)]
     pub search_refresh_ms: u64,
 
+    /// Tests only: turns on the fault-injection points (src/faults.rs) and `/v1/faults` on the
+    /// admin API. Refused with a non-loopback admin listener.
+    #[arg(long, env = "STRATA_FAULT_INJECTION", hide = true)]
+    pub fault_injection: bool,
+
+    /// Tests only: faults set at start-up, a JSON object of point -> fault, as `PUT /v1/faults`
+    /// takes them. Needs --fault-injection.
+    #[arg(long, env = "STRATA_FAULTS", hide = true)]
+    pub faults: Option<String>,
+
     /// Log filter, as tracing's EnvFilter (`info`, `strata=debug` ...).
     #[arg(long, env = "STRATA_LOG", default_value = "info")]
     pub log: String,
@@ -280,6 +296,12 @@ impl Config {
                 "--search-refresh-ms must be at least 1".into(),
             ));
         }
+        if self.object_store_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "--object-store-timeout-ms must be at least 1".into(),
+            ));
+        }
+        self.validate_fault_injection()?;
         if self.wal_segment_bytes < 4096 {
             return Err(ConfigError::Invalid(
                 "--wal-segment-bytes must be at least 4096".into(),
@@ -314,6 +336,37 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// Fault injection is for tests on one machine: never reachable from elsewhere, and faults
+    /// need the switch.
+    fn validate_fault_injection(&self) -> Result<(), ConfigError> {
+        if self.faults.is_some() && !self.fault_injection {
+            return Err(ConfigError::Invalid(
+                "--faults needs --fault-injection".into(),
+            ));
+        }
+        if self.fault_injection && !self.admin_listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "--fault-injection is for tests: it needs a loopback --admin-listen, not {}",
+                self.admin_listen
+            )));
+        }
+        self.faults().map(|_| ())
+    }
+
+    /// The broker's fault registry: off unless `--fault-injection`.
+    pub fn faults(&self) -> Result<std::sync::Arc<crate::faults::Faults>, ConfigError> {
+        use crate::faults::Faults;
+        if !self.fault_injection {
+            return Ok(Faults::disabled());
+        }
+        match &self.faults {
+            None => Ok(Faults::enabled()),
+            Some(spec) => {
+                Faults::from_spec(spec).map_err(|e| ConfigError::Invalid(format!("--faults: {e}")))
+            }
+        }
     }
 }
 
@@ -596,6 +649,34 @@ mod tests {
         );
         let error = Config::load(argv(&["--sasl-enabled-mechanisms", "GSSAPI"])).unwrap_err();
         assert!(error.to_string().contains("GSSAPI"), "{error}");
+    }
+
+    #[test]
+    fn fault_injection_is_loopback_only_and_faults_need_it() {
+        let error = Config::load(argv(&[
+            "--fault-injection",
+            "--admin-listen",
+            "0.0.0.0:9080",
+            "--admin-token",
+            "t",
+        ]))
+        .unwrap_err();
+        assert!(error.to_string().contains("loopback"), "{error}");
+        let error = Config::load(argv(&["--faults", "{}"])).unwrap_err();
+        assert!(error.to_string().contains("--fault-injection"), "{error}");
+        let config = Config::load(argv(&[])).unwrap();
+        assert!(!config.faults().unwrap().is_enabled());
+        let config = Config::load(argv(&[
+            "--fault-injection",
+            "--faults",
+            r#"{"wal.fsync":{"action":"error"}}"#,
+        ]))
+        .unwrap();
+        let faults = config.faults().unwrap();
+        assert!(faults.is_enabled());
+        assert_eq!(faults.list().len(), 1);
+        let error = Config::load(argv(&["--fault-injection", "--faults", "nonsense"])).unwrap_err();
+        assert!(error.to_string().contains("--faults"), "{error}");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! `protocol` is the wire; produced batches go to the `wal` and become visible in `partition`;
 //! `metadata` keeps topics and producer ids durable; `search` queries every record in both
 //! tiers; `groups` coordinates consumer groups and keeps their committed offsets; `admin` is
-//! the HTTP API; `auth` is SASL (the listener's TLS is in `server`).
+//! the HTTP API; `auth` is SASL (the listener's TLS is in `server`); `faults` injects
+//! failures for the crash and fault tests.
 
 pub mod admin;
 pub mod api;
@@ -11,6 +12,7 @@ pub mod auth;
 pub mod bench;
 pub mod broker;
 pub mod config;
+pub mod faults;
 pub mod groups;
 pub mod indexer;
 pub mod limits;

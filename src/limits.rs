@@ -73,6 +73,13 @@ pub const MULTIPART_THRESHOLD_BYTES: usize = 16 * 1024 * 1024;
 /// Part size of a multipart upload (S3's minimum is 5 MiB).
 pub const MULTIPART_PART_BYTES: usize = 8 * 1024 * 1024;
 
+/// Default bound on one object-store request (a PUT of an object or of one multipart part, a
+/// ranged GET, a LIST page, a DELETE): S3 answers in milliseconds and moves a multipart part
+/// (8 MiB) in well under a second, so 30 s only cuts a request that is stuck. The S3 client's own
+/// timeouts do not cover a stalled local disk or a connection that stops mid-body; this bound
+/// covers every store (`--object-store-timeout-ms`).
+pub const OBJECT_STORE_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+
 /// First and largest wait between retries of a failed indexer step.
 pub const INDEXER_BACKOFF_MIN_MS: u64 = 200;
 pub const INDEXER_BACKOFF_MAX_MS: u64 = 30_000;
@@ -129,6 +136,9 @@ pub const SEARCH_HOT_WRITER_BYTES: usize = 16 * 1024 * 1024;
 
 /// WAL bytes the hot-index refresher reads at once.
 pub const SEARCH_HOT_READ_BYTES: usize = 8 * 1024 * 1024;
+
+/// How often a fault-injection `hang` checks whether its fault was cleared (tests only).
+pub const FAULT_HANG_POLL_MS: u64 = 10;
 
 /// Largest JSON body the admin API accepts (a search or a topic change is small).
 pub const ADMIN_BODY_BYTES_MAX: usize = 1024 * 1024;

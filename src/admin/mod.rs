@@ -6,10 +6,12 @@
 //! at `/v1/openapi.json` is generated from the very handlers the router runs: a route cannot be
 //! served without being documented. One file per area: `cluster.rs` (health, metrics, cluster,
 //! segments, the indexer), `topics.rs` (the same code paths as the Kafka topic APIs),
-//! `search.rs`, `groups.rs`, `users.rs` (the Kafka listener's SASL users). To add routes: a handler with `#[utoipa::path]`, one `.routes(routes!(..))`
+//! `search.rs`, `groups.rs`, `users.rs` (the Kafka listener's SASL users) and `faults.rs` (only
+//! with `--fault-injection`). To add routes: a handler with `#[utoipa::path]`, one `.routes(routes!(..))`
 //! line in `v1_routes`.
 
 mod cluster;
+mod faults;
 mod groups;
 mod search;
 mod topics;
@@ -44,6 +46,8 @@ pub struct AdminState {
     pub users: Option<Users>,
     /// `--admin-token`: every `/v1` call must carry it.
     pub token: Option<Arc<str>>,
+    /// The broker's injected faults: `/v1/faults` is routed only when fault injection is on.
+    pub faults: Option<Arc<crate::faults::Faults>>,
 }
 
 impl AdminState {
@@ -150,9 +154,20 @@ fn open_routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(cluster::metrics))
 }
 
+/// Routes of a broker started with `--fault-injection` (tests only).
+fn fault_routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(faults::list, faults::clear_all))
+        .routes(routes!(faults::set, faults::clear))
+}
+
 /// The router and the OpenAPI document of its routes.
 pub fn router_and_openapi(state: AdminState) -> (Router, OpenApiDoc) {
-    let v1 = v1_routes().route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    let mut v1 = v1_routes();
+    if state.faults.as_ref().is_some_and(|f| f.is_enabled()) {
+        v1 = v1.merge(fault_routes());
+    }
+    let v1 = v1.route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(open_routes())
         .merge(v1)

@@ -17,6 +17,7 @@ fn state(token: Option<&str>) -> AdminState {
         broker: None,
         users: None,
         token: token.map(Arc::from),
+        faults: None,
     }
 }
 
@@ -26,15 +27,31 @@ async fn call(
     uri: &str,
     token: Option<&str>,
 ) -> (StatusCode, String) {
+    send(
+        app,
+        request(method, uri, token).body(Body::empty()).unwrap(),
+    )
+    .await
+}
+
+fn request(method: Method, uri: &str, token: Option<&str>) -> axum::http::request::Builder {
     let mut request = Request::builder().method(method).uri(uri);
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    request
+}
+
+/// A request with a JSON body.
+fn json(method: Method, uri: &str, token: Option<&str>, body: &str) -> Request<Body> {
+    request(method, uri, token)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+async fn send(app: &Router, request: Request<Body>) -> (StatusCode, String) {
+    let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
@@ -259,4 +276,65 @@ async fn the_user_routes_need_the_token() {
     ] {
         assert_eq!(call(&app, method, uri, None).await.0, 401);
     }
+}
+
+/// `/v1/faults` exists only with fault injection on; there it sets, lists and clears faults and
+/// answers bad input with a JSON 4xx.
+#[tokio::test]
+async fn fault_routes_only_with_fault_injection() {
+    let app = router(state(None));
+    let (status, _) = call(&app, Method::GET, "/v1/faults", None).await;
+    assert_eq!(status, 404);
+    let (_, doc) = router_and_openapi(state(None));
+    assert!(!doc.paths.paths.keys().any(|p| p.contains("faults")));
+
+    let faults = crate::faults::Faults::enabled();
+    let with = AdminState {
+        faults: Some(faults.clone()),
+        ..state(Some("t"))
+    };
+    let (app, doc) = router_and_openapi(with);
+    assert!(doc.paths.paths.contains_key("/v1/faults/{point}"));
+    let served = serde_json::to_value(&doc).unwrap();
+    let ids: Vec<&str> = served["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|operation| operation["operationId"].as_str())
+        .collect();
+    let unique: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "operation ids are unique: {ids:?}");
+    let (status, _) = call(&app, Method::GET, "/v1/faults", None).await;
+    assert_eq!(status, 401, "the token guards the fault routes too");
+
+    let put = |uri: &str, body: &str| send(&app, json(Method::PUT, uri, Some("t"), body));
+    let (status, body) = put(
+        "/v1/faults/wal.fsync",
+        r#"{"action":"error","errno":"EIO"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("wal.fsync"), "{body}");
+    assert!(faults.hit(crate::faults::Point::WalFsync).is_some());
+    let (status, body) = put("/v1/faults/disk.melt", r#"{"action":"crash"}"#).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("\"error\""), "{body}");
+    let (status, body) = put("/v1/faults/wal.write", r#"{"action":"explode"}"#).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"error\""), "{body}");
+    let (status, body) = call(&app, Method::DELETE, "/v1/faults", Some("t")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "{}"));
+    assert!(faults.hit(crate::faults::Point::WalFsync).is_none());
+
+    let unguarded = router(AdminState {
+        faults: Some(faults.clone()),
+        ..state(None)
+    });
+    let delay = r#"{"action":"delay","ms":5}"#;
+    let uri = "/v1/faults/object_store.get";
+    let (status, body) = send(&unguarded, json(Method::PUT, uri, None, delay)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(&unguarded, Method::DELETE, uri, None).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "{}"));
 }

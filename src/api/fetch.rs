@@ -120,7 +120,8 @@ async fn read_once(
                             data.records = Some(records);
                         }
                         Err(error) => {
-                            tracing::warn!(%error, topic = %partition.topic_name, partition = index, "cold read failed");
+                            tracing::warn!(%error, topic = %partition.topic_name, partition = index, "cold read failed; answering KAFKA_STORAGE_ERROR, which the consumer retries");
+                            broker.metrics.cold_read_failures.inc();
                             data.error_code = ResponseError::KafkaStorageError.code();
                             errors = true;
                         }

@@ -20,6 +20,7 @@ use uuid::Uuid;
 pub mod retention;
 
 use crate::broker::Broker;
+use crate::faults::Point;
 use crate::limits;
 use crate::metadata::catalog::CatalogEntry;
 use crate::partition::{BatchLocation, RemoteSegment, Topics};
@@ -53,6 +54,8 @@ pub enum IndexerError {
     Retention(String),
     #[error("deleting WAL segment {id}: {source}")]
     Trim { id: u64, source: std::io::Error },
+    #[error(transparent)]
+    Injected(#[from] crate::faults::FaultError),
 }
 
 /// Where objects and their indexes are built before upload, under the data directory. Only
@@ -169,6 +172,10 @@ async fn index_segment(broker: &Arc<Broker>, id: u64) -> Result<Option<Uploaded>
         return Ok(None);
     }
     upload(broker.object_store.as_ref(), &key, &staged).await?;
+    broker
+        .faults
+        .pass(Point::IndexerAfterUploadBeforeCatalog)
+        .await?;
     let Staged { bytes, footer, .. } = staged;
     let entry = CatalogEntry {
         incarnation: broker.incarnation.clone(),
@@ -189,6 +196,10 @@ async fn index_segment(broker: &Arc<Broker>, id: u64) -> Result<Option<Uploaded>
             key: key.to_string(),
             source,
         })?;
+    broker
+        .faults
+        .pass(Point::IndexerAfterCatalogBeforeTrim)
+        .await?;
     attach(&broker.topics, &entry);
     trim(broker, id, &entry.footer).await?;
     broker.metrics.objects_uploaded.inc();
@@ -308,8 +319,10 @@ fn index_batch(
     }
 }
 
-/// Uploads a staged object: one PUT below the multipart threshold, otherwise parts read from
-/// the file as they go out (at most two in flight), so memory stays bounded by the part size.
+/// Uploads a staged object: one PUT below `MULTIPART_THRESHOLD_BYTES`, otherwise parts read
+/// from the file as they go out (at most two in flight), so memory stays bounded by the part
+/// size. A multipart upload that fails is aborted, so no orphan parts are left to pay for (the
+/// whole upload is retried later under the same key).
 async fn upload(store: &dyn ObjectStore, key: &Path, staged: &Staged) -> Result<(), IndexerError> {
     let failed = |source| IndexerError::Upload {
         key: key.to_string(),
@@ -332,12 +345,12 @@ async fn upload(store: &dyn ObjectStore, key: &Path, staged: &Staged) -> Result<
     let upload = store.put_multipart(key).await.map_err(failed)?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, limits::MULTIPART_PART_BYTES);
     if let Err(error) = write_parts(&mut writer, &mut file, key).await {
-        // Leave no parts behind in the bucket; the next attempt starts over.
-        if let Err(abort) = writer.abort().await {
-            tracing::warn!(%key, error = %abort, "cannot abort a failed multipart upload");
+        if let Err(abort_error) = writer.abort().await {
+            tracing::warn!(%key, %abort_error, "cannot abort a failed multipart upload; the bucket's lifecycle rule must clean its parts");
         }
         return Err(error);
     }
+    // `finish` aborts the upload itself when a part or the completion fails.
     writer.finish().await.map_err(failed)?;
     Ok(())
 }
@@ -413,10 +426,93 @@ async fn trim(broker: &Arc<Broker>, id: u64, footer: &Footer) -> Result<(), Inde
         .map_err(|source| IndexerError::Trim { id, source })
 }
 
+/// "Equal jitter": a random wait between half the backoff and all of it, so retries of brokers
+/// that failed together (a bucket outage) do not line up, and a retry never comes sooner than
+/// half the backoff.
 fn jitter(wait: Duration) -> Duration {
-    // Up to a quarter more, from the clock's low bits: enough to keep retries from lining up.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    wait + wait.mul_f64(f64::from(nanos % 1000) / 4000.0)
+    jitter_with(wait, fastrand::f64())
+}
+
+/// `unit` in [0, 1).
+fn jitter_with(wait: Duration, unit: f64) -> Duration {
+    wait / 2 + (wait / 2).mul_f64(unit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faults::{Action, Errno, Fault, Faults};
+    use crate::object_storage::faults::FaultStore;
+    use object_store::local::LocalFileSystem;
+
+    #[test]
+    fn retries_wait_between_half_the_backoff_and_all_of_it_at_random() {
+        let wait = Duration::from_millis(800);
+        assert_eq!(jitter_with(wait, 0.0), Duration::from_millis(400));
+        assert!(jitter_with(wait, 0.999_999) <= wait);
+        let waits: std::collections::BTreeSet<Duration> = (0..50).map(|_| jitter(wait)).collect();
+        assert!(waits.iter().all(|w| *w >= wait / 2 && *w <= wait));
+        assert!(waits.len() > 1, "the jitter varies");
+    }
+
+    /// A multipart upload whose first part fails is aborted, and leaves nothing in the bucket:
+    /// no object and no staged parts (the local store stages parts in files beside the object).
+    #[tokio::test]
+    async fn a_failed_multipart_upload_is_aborted() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Faults::enabled();
+        let local = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let store = FaultStore::new(local, faults.clone());
+        let fail_first_part = Fault {
+            action: Action::Error { errno: Errno::Eio },
+            after: 1,
+        };
+        faults.set(Point::ObjectStorePut, fail_first_part).unwrap();
+        let object = Bytes::from(vec![7u8; limits::MULTIPART_THRESHOLD_BYTES + 1]);
+        let staged = staged(&object);
+        let key = Path::from("v2/segments/x/00000000000000000001.seg");
+        let error = upload(&store, &key, &staged).await.unwrap_err();
+        assert!(matches!(error, IndexerError::Upload { .. }), "{error}");
+        assert_eq!(faults.uploads_aborted(), 1);
+        let left: Vec<_> = walk(dir.path());
+        assert!(
+            left.is_empty(),
+            "files left after a failed upload: {left:?}"
+        );
+
+        faults.clear_all();
+        upload(&store, &key, &staged).await.unwrap();
+        assert_eq!(
+            store.get(&key).await.unwrap().bytes().await.unwrap(),
+            object
+        );
+    }
+
+    /// `object` as the indexer stages it, in a temporary file.
+    fn staged(object: &[u8]) -> Staged {
+        use std::io::Write;
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(object).unwrap();
+        Staged {
+            file,
+            bytes: object.len() as u64,
+            footer: Footer {
+                partitions: Vec::new(),
+                index_files: Vec::new(),
+            },
+        }
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.extend(walk(&path));
+            } else {
+                files.push(path);
+            }
+        }
+        files
+    }
 }

@@ -6,10 +6,12 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::{sync_dir, MetadataError};
+use crate::faults::{self, Action, Faults, Point};
 use crate::segment::object::Footer;
 
 const MAGIC: &[u8; 4] = b"SCAT";
@@ -30,6 +32,8 @@ pub struct Catalog {
     dir: PathBuf,
     /// This data directory's incarnation: `get` looks up its own WAL segments.
     incarnation: String,
+    /// Injected failures of `commit` (tests).
+    faults: Arc<Faults>,
 }
 
 impl Catalog {
@@ -41,7 +45,13 @@ impl Catalog {
         Ok(Catalog {
             dir: dir.to_path_buf(),
             incarnation: incarnation.to_string(),
+            faults: Faults::disabled(),
         })
+    }
+
+    /// The catalog with fault injection at `catalog.mid_write`.
+    pub fn with_faults(self, faults: Arc<Faults>) -> Catalog {
+        Catalog { faults, ..self }
     }
 
     fn path(&self, incarnation: &str, wal_segment_id: u64) -> PathBuf {
@@ -102,10 +112,27 @@ impl Catalog {
         );
         let temporary = path.with_extension("tmp");
         let mut file = File::create(&temporary).map_err(io)?;
+        self.mid_write(&mut file, &bytes).map_err(io)?;
         file.write_all(&bytes).map_err(io)?;
         file.sync_all().map_err(io)?;
         fs::rename(&temporary, &path).map_err(io)?;
         sync_dir(&self.dir).map_err(io)
+    }
+}
+
+impl Catalog {
+    /// The `catalog.mid_write` point: a crash leaves half of the temporary file behind (which
+    /// no load reads, and the next commit of the entry overwrites); an error fails the commit.
+    fn mid_write(&self, file: &mut File, bytes: &[u8]) -> std::io::Result<()> {
+        let Some(action) = self.faults.hit(Point::CatalogMidWrite) else {
+            return Ok(());
+        };
+        if action == Action::Crash {
+            let _ = file.write_all(&bytes[..bytes.len() / 2]);
+            let _ = file.sync_all();
+            faults::crash(Point::CatalogMidWrite);
+        }
+        self.faults.apply_blocking(Point::CatalogMidWrite, action)
     }
 }
 

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
     pub objects_deleted: IntCounter,
+    /// Fetches of a partition answered KAFKA_STORAGE_ERROR because the bucket failed.
+    pub cold_read_failures: IntCounter,
     pub wal_bytes: IntGauge,
     /// Sealed WAL segments waiting for upload (set when scraped).
     pub indexer_lag_segments: IntGauge,
@@ -73,6 +75,10 @@ impl Default for Metrics {
             objects_deleted: counter(
                 "objects_deleted_total",
                 "Objects deleted by retention or topic deletion.",
+            ),
+            cold_read_failures: counter(
+                "cold_read_failures_total",
+                "Partitions of fetches answered KAFKA_STORAGE_ERROR because a read from object storage failed or timed out (consumers retry).",
             ),
             produce_bytes: counter("produce_bytes_total", "Bytes of Produce requests received."),
             fetch_bytes: counter("fetch_bytes_total", "Bytes of Fetch responses sent."),

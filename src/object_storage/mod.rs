@@ -6,8 +6,13 @@
 //!
 //! `open` also proves the store usable (one LIST), so a missing bucket or refused credentials
 //! stop the broker at start-up with a clear message instead of failing uploads later.
+//!
+//! Every store is wrapped: `timeout.rs` bounds each request, and with `--fault-injection`
+//! `faults.rs` (inside the bound) injects failures for tests.
 
 mod credentials;
+pub mod faults;
+pub mod timeout;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -74,9 +79,36 @@ impl Location {
     }
 }
 
-/// Builds the store for `url` and checks that it answers. `endpoint` overrides the S3 endpoint
-/// (otherwise `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`, as the AWS SDKs read them).
+/// Builds the store for `url` and checks that it answers, with the default request bound and
+/// no fault injection. `endpoint` overrides the S3 endpoint (otherwise `AWS_ENDPOINT_URL_S3` /
+/// `AWS_ENDPOINT_URL`, as the AWS SDKs read them).
 pub async fn open(
+    url: &str,
+    endpoint: Option<&str>,
+) -> Result<Arc<dyn ObjectStore>, ObjectStorageError> {
+    let timeout = Duration::from_millis(crate::limits::OBJECT_STORE_TIMEOUT_MS_DEFAULT);
+    open_with(url, endpoint, timeout, crate::faults::Faults::disabled()).await
+}
+
+/// Builds the store for `url`, every request bounded by `timeout`, with `faults` injected when
+/// fault injection is on, and checks that it answers (through both wrappers, so an injected
+/// LIST failure stops the start-up as a real one would).
+pub async fn open_with(
+    url: &str,
+    endpoint: Option<&str>,
+    timeout: Duration,
+    faults: Arc<crate::faults::Faults>,
+) -> Result<Arc<dyn ObjectStore>, ObjectStorageError> {
+    let mut store = build(url, endpoint).await?;
+    if faults.is_enabled() {
+        store = Arc::new(faults::FaultStore::new(store, faults));
+    }
+    let store: Arc<dyn ObjectStore> = Arc::new(timeout::TimeoutStore::new(store, timeout));
+    probe(url, store.as_ref()).await?;
+    Ok(store)
+}
+
+async fn build(
     url: &str,
     endpoint: Option<&str>,
 ) -> Result<Arc<dyn ObjectStore>, ObjectStorageError> {
@@ -97,7 +129,6 @@ pub async fn open(
         }
         Location::S3 { bucket, prefix } => s3(url, &bucket, &prefix, endpoint).await?,
     };
-    probe(url, store.as_ref()).await?;
     Ok(store)
 }
 

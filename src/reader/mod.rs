@@ -104,7 +104,13 @@ impl Reader {
             let first_always = first_always && parts.is_empty();
             let (part, cold) = match plan {
                 ReadPlan::Cold { segment, block } => {
-                    let bytes = self.read_block(&segment, &block).await?;
+                    // A block that cannot be read after others were ends the answer early with
+                    // what was read; the consumer's next fetch asks for the rest.
+                    let bytes = match self.read_block(&segment, &block).await {
+                        Ok(bytes) => bytes,
+                        Err(_) if !parts.is_empty() => break,
+                        Err(error) => return Err(error),
+                    };
                     let part =
                         batches_from(&bytes, offset, left, first_always).map_err(|reason| {
                             ReaderError::Damaged {

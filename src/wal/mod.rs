@@ -6,7 +6,8 @@
 //! watermark) and answers. Fetch reads batches back by file position (`Wal::read`).
 //!
 //! Invariants: one writer thread owns the active file; nothing is acknowledged or visible before
-//! its fsync; a failed write is cut off the file and its offsets are handed out again; replay
+//! its fsync; a failed write is cut off the file and its offsets are handed out again (a failed
+//! cut stops appends until a later cut succeeds, and never lets the segment be sealed); replay
 //! verifies every entry and cuts a torn tail before anything new is appended.
 
 pub mod segment;
@@ -112,6 +113,8 @@ pub struct WalOptions {
     pub group_commit_us: u64,
     /// Appends are refused (retriably) once the WAL holds this many bytes; 0 for no limit.
     pub disk_bytes_max: u64,
+    /// Injected disk failures and crash points (tests; off by default).
+    pub faults: Arc<crate::faults::Faults>,
 }
 
 /// Open segment files, shared by the writer (which appends to the last) and readers.
@@ -125,6 +128,8 @@ pub struct SegmentFiles {
     sealed: Notify,
     /// Seconds each group commit's write and fsync took (the broker registers it).
     fsync_seconds: prometheus::Histogram,
+    /// Group commits whose write or fsync failed (their producers got KAFKA_STORAGE_ERROR).
+    write_failures: prometheus::IntCounter,
 }
 
 impl SegmentFiles {
@@ -186,6 +191,11 @@ impl Wal {
                     "Write and fsync of one WAL group commit.",
                 )
                 .buckets(prometheus::exponential_buckets(0.00005, 2.0, 16).expect("valid buckets")),
+            )
+            .expect("valid metric"),
+            write_failures: prometheus::IntCounter::new(
+                "strata_wal_write_failures_total",
+                "WAL group commits whose write or fsync failed; their appends were refused with KAFKA_STORAGE_ERROR.",
             )
             .expect("valid metric"),
         });
@@ -293,6 +303,11 @@ impl Wal {
     /// The latency histogram of group commits (write + fsync).
     pub fn fsync_histogram(&self) -> prometheus::Histogram {
         self.files.fsync_seconds.clone()
+    }
+
+    /// The count of group commits whose write or fsync failed.
+    pub fn write_failures_counter(&self) -> prometheus::IntCounter {
+        self.files.write_failures.clone()
     }
 
     /// Sealed segments (every one but the active), oldest first.

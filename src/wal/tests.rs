@@ -40,6 +40,7 @@ fn options(dir: &Path, segment_bytes: u64) -> WalOptions {
         segment_ms: 60_000,
         group_commit_us: 0,
         disk_bytes_max: 0,
+        faults: crate::faults::Faults::disabled(),
     }
 }
 
@@ -302,4 +303,75 @@ async fn appends_are_refused_once_the_disk_budget_is_spent_and_resume_when_space
         "refused appends took no offsets"
     );
     wal.close().await;
+}
+
+/// A failed fsync whose cut cannot be synced either (the fault covers every sync): appends are
+/// refused with KAFKA_STORAGE_ERROR and take no offsets, the segment is not sealed meanwhile,
+/// and once syncs work again appends resume at the next offset. A full disk (ENOSPC on write,
+/// half the group on disk) is cut off and the next append goes through. After a reopen, the
+/// log holds exactly what was acknowledged.
+#[tokio::test]
+async fn disk_faults_refuse_appends_until_they_clear() {
+    use crate::faults::{Action, Errno, Fault, Faults, Point};
+    let dir = tempfile::tempdir().unwrap();
+    let metadata = Arc::new(Metadata::open(&dir.path().join("meta")).unwrap());
+    let topics = Topics::load(metadata);
+    topics.create("t", 1, BTreeMap::new(), false).unwrap();
+    let faults = Faults::enabled();
+    let mut options = options(dir.path(), 1 << 20);
+    options.faults = faults.clone();
+    let wal = Wal::open(options, &topics, Arc::new(Notify::new())).unwrap();
+    let partition = topics.get("t").unwrap().partition(0).unwrap().clone();
+    let append = |n: u64| {
+        let wal = &wal;
+        let partition = partition.clone();
+        async move {
+            wal.append(partition, vec![batch(5, n)])
+                .await
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(append(0).await.unwrap().base_offset, 0);
+
+    let fail = |errno| Fault {
+        action: Action::Error { errno },
+        after: 0,
+    };
+    faults.set(Point::WalFsync, fail(Errno::Eio)).unwrap();
+    for n in 1..4 {
+        let error = append(n).await.unwrap_err();
+        assert!(matches!(error, AppendError::Storage(_)), "{error}");
+        assert_eq!(error.code(), 56, "KAFKA_STORAGE_ERROR");
+    }
+    assert_eq!(partition.offsets().1, 5, "nothing was published");
+    wal.roll().await;
+    assert!(
+        wal.sealed_segments().is_empty(),
+        "no sealing while a cut is pending"
+    );
+    faults.clear_all();
+    assert_eq!(
+        append(4).await.unwrap().base_offset,
+        5,
+        "offsets handed out again"
+    );
+
+    faults.set(Point::WalWrite, fail(Errno::Enospc)).unwrap();
+    let error = append(5).await.unwrap_err();
+    assert!(error.to_string().contains("No space left"), "{error}");
+    faults.clear_all();
+    assert_eq!(append(6).await.unwrap().base_offset, 10);
+    wal.close().await;
+
+    let reopened = open(dir.path(), 1 << 20);
+    assert_eq!(
+        contents(&reopened, 0),
+        vec![
+            (0, stored(5, 0, 0)),
+            (5, stored(5, 4, 5)),
+            (10, stored(5, 6, 10))
+        ]
+    );
+    reopened.wal.close().await;
 }

@@ -2,6 +2,8 @@
 //! ran (up to `WAL_GROUP_BYTES_MAX`), assigns offsets, writes them with one write and one
 //! fsync, then publishes and answers them all. On a failed write or fsync it cuts the file back
 //! to the last synced length and hands the offsets out again: nothing unsynced is acknowledged.
+//! If the cut fails too, appends are refused until a later cut succeeds: a full disk that gets
+//! space back, or a disk whose errors pass, needs no restart.
 
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
@@ -15,6 +17,7 @@ use super::{
     create_segment, segment, tick, AppendError, AppendRequest, Appended, Command, SegmentFiles,
     WalOptions,
 };
+use crate::faults::{self, Action, Point};
 use crate::limits;
 use crate::partition::producer::{ProducerEntry, SequenceCheck};
 use crate::partition::{BatchLocation, Partition};
@@ -54,7 +57,8 @@ pub(super) struct Writer {
     files: Arc<SegmentFiles>,
     active: Active,
     data_arrived: Arc<Notify>,
-    /// Set when a failed write could not be cut off the file: nothing more is appended.
+    /// Set when a failed write could not be cut off the file: nothing is appended, and the
+    /// segment is not sealed, until a cut succeeds.
     poisoned: Option<String>,
 }
 
@@ -169,8 +173,8 @@ impl Writer {
             batches,
             reply,
         } = request;
-        if let Some(reason) = &self.poisoned {
-            let _ = reply.send(Err(AppendError::Storage(reason.clone())));
+        if let Some(reason) = self.repair() {
+            let _ = reply.send(Err(AppendError::Storage(reason)));
             return;
         }
         if partition.is_deleted() {
@@ -252,11 +256,7 @@ impl Writer {
     fn commit(&mut self, group: Group) {
         if !group.buffer.is_empty() {
             let timer = self.files.fsync_seconds.start_timer();
-            let written = self
-                .active
-                .file
-                .write_all_at(&group.buffer, self.active.length)
-                .and_then(|_| self.active.file.sync_data());
+            let written = self.write_and_sync(&group.buffer);
             timer.observe_duration();
             if let Err(error) = written {
                 self.fail(group, error);
@@ -282,17 +282,76 @@ impl Writer {
         }
     }
 
+    /// One write and one fsync of the group at the end of the active segment. While no fault is
+    /// set this costs one relaxed atomic load more than the write and the sync.
+    fn write_and_sync(&self, buffer: &[u8]) -> std::io::Result<()> {
+        if self.options.faults.is_armed() {
+            return self.write_and_sync_with_faults(buffer);
+        }
+        self.active.file.write_all_at(buffer, self.active.length)?;
+        self.active.file.sync_data()
+    }
+
+    /// The same, passing the fault-injection points on the way.
+    fn write_and_sync_with_faults(&self, buffer: &[u8]) -> std::io::Result<()> {
+        let faults = &self.options.faults;
+        if let Some(action) = faults.hit(Point::WalWrite) {
+            if matches!(action, Action::Error { .. } | Action::Crash) {
+                // Half the group reaches the file, as when a disk fills up or the power goes
+                // mid-write.
+                let half = &buffer[..buffer.len() / 2];
+                let _ = self.active.file.write_all_at(half, self.active.length);
+            }
+            if action == Action::Crash {
+                faults::crash(Point::WalWrite);
+            }
+            faults.apply_blocking(Point::WalWrite, action)?;
+        }
+        self.active.file.write_all_at(buffer, self.active.length)?;
+        faults.pass_blocking(Point::WalAfterWriteBeforeSync)?;
+        self.sync()?;
+        faults.pass_blocking(Point::WalAfterSyncBeforeAck)
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        self.options.faults.pass_blocking(Point::WalFsync)?;
+        self.active.file.sync_data()
+    }
+
+    /// Cuts the active segment back to its last synced length, and syncs that.
+    fn cut(&self) -> std::io::Result<()> {
+        self.active.file.set_len(self.active.length)?;
+        self.sync()
+    }
+
+    /// While appends are refused, tries the cut again: once it holds, appends resume. Returns
+    /// why appends are still refused.
+    fn repair(&mut self) -> Option<String> {
+        self.poisoned.as_ref()?;
+        match self.cut() {
+            Ok(()) => {
+                tracing::warn!(
+                    segment = self.active.id,
+                    "WAL cut a failed write off at last; appending again"
+                );
+                self.poisoned = None;
+                None
+            }
+            Err(error) => {
+                let reason = format!("WAL unusable after a failed write: {error}");
+                self.poisoned = Some(reason.clone());
+                Some(reason)
+            }
+        }
+    }
+
     fn fail(&mut self, group: Group, error: std::io::Error) {
         tracing::error!(%error, segment = self.active.id, "WAL write failed; refusing the group and cutting it off");
+        self.files.write_failures.inc();
         // The failed bytes may be partly on disk (and after a failed fsync the page cache can
         // no longer be trusted): cut the file back to the last synced length and sync that.
-        let cut = self
-            .active
-            .file
-            .set_len(self.active.length)
-            .and_then(|_| self.active.file.sync_data());
-        if let Err(cut_error) = cut {
-            tracing::error!(%cut_error, "WAL cannot cut a failed write; refusing all appends until restart");
+        if let Err(cut_error) = self.cut() {
+            tracing::error!(%cut_error, "WAL cannot cut a failed write; refusing appends until a cut succeeds");
             self.poisoned = Some(format!("WAL unusable after a failed write: {cut_error}"));
         }
         for undo in group.undo.iter().rev() {
@@ -319,7 +378,11 @@ impl Writer {
     }
 
     /// Seals the active segment (already synced) and starts the next, if it holds anything.
+    /// Never while a failed write is not cut off: a sealed segment must end clean.
     fn roll(&mut self) {
+        if self.poisoned.is_some() {
+            return;
+        }
         if self.active.length <= segment::SEGMENT_HEADER_BYTES {
             self.active.opened = Instant::now();
             return;

@@ -251,6 +251,17 @@ class Broker:
         self._paused = False
         self._join_stdout()
 
+    def wait_exit(self, timeout: float) -> int | None:
+        """Waits (bounded) for the process to end by itself, as an injected crash ends it: its
+        exit code (negative: the signal), or None if it is still running."""
+        assert self.proc is not None
+        rc = self._wait(timeout)
+        if rc is not None:
+            self._expected_exit = True
+            self._paused = False
+            self._join_stdout()
+        return rc
+
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM, wait, assert exit code 0."""
         assert self.proc is not None, "stop(): never started"
