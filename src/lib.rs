@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod background;
 pub mod bench;
 pub mod broker;
 pub mod config;

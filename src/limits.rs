@@ -94,6 +94,11 @@ pub const METADATA_SNAPSHOT_MS: u64 = 5_000;
 /// the lost broker may have reserved more blocks after its last snapshot.
 pub const PRODUCER_ID_RESTORE_MARGIN: i64 = 1_000_000;
 
+/// Nice value of the threads that index records (the indexer and the hot search index): on a
+/// machine short of CPU, the WAL writer and the connections go first, so produce latency is the
+/// disk's and indexing takes what is left (it has the WAL's disk budget to catch up in).
+pub const BACKGROUND_NICE: i32 = 10;
+
 /// Memory the Tantivy writer of one segment object may use while indexing (one thread).
 pub const INDEX_WRITER_BYTES: usize = 32 * 1024 * 1024;
 

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 pub mod retention;
 
+use crate::background;
 use crate::broker::Broker;
 use crate::faults::Point;
 use crate::limits;
@@ -225,7 +226,7 @@ struct Staged {
 /// segment: the batches are read back from the WAL one at a time, in partition order.
 async fn build(broker: &Arc<Broker>, id: u64) -> Result<Staged, IndexerError> {
     let broker = broker.clone();
-    tokio::task::spawn_blocking(move || build_blocking(&broker, id))
+    background::run("strata-indexer", move || build_blocking(&broker, id))
         .await
         .map_err(|e| IndexerError::Build {
             id,

@@ -99,7 +99,7 @@ pub async fn run(broker: Arc<Broker>) {
         let Some(mut current) = refresher.take() else {
             return;
         };
-        let pass = tokio::task::spawn_blocking(move || {
+        let pass = crate::background::run("strata-search", move || {
             let result = current.refresh();
             (current, result)
         })
