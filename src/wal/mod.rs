@@ -452,14 +452,24 @@ fn open_segment(path: &Path) -> std::io::Result<File> {
 
 /// Creates a new segment with its header, durable (file and directory entry) before use.
 fn create_segment(dir: &Path, id: u64) -> std::io::Result<File> {
+    let path = segment::segment_path(dir, id);
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
-        .open(segment::segment_path(dir, id))?;
-    file.write_all_at(&segment::segment_header(), 0)?;
-    file.sync_all()?;
-    sync_dir(dir)?;
+        .open(&path)?;
+    let ready = file
+        .write_all_at(&segment::segment_header(), 0)
+        .and_then(|_| file.sync_all())
+        .and_then(|_| sync_dir(dir));
+    if let Err(error) = ready {
+        // A full disk fails the header's write: with the file left behind, every later roll
+        // would fail on `create_new`, the active segment could never be sealed and uploaded,
+        // and the WAL would stay full for ever.
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        return Err(error);
+    }
     Ok(file)
 }
 
