@@ -40,6 +40,7 @@ pub struct SetPassword {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteParams {
     /// Delete only this mechanism's credential (default: the whole user).
     mechanism: Option<String>,
