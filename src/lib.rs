@@ -3,13 +3,14 @@
 //! `protocol` is the wire; produced batches go to the `wal` and become visible in `partition`;
 //! `metadata` keeps topics and producer ids durable; `search` queries every record in both
 //! tiers; `groups` coordinates consumer groups and keeps their committed offsets; `admin` is
-//! the HTTP API.
+//! the HTTP API. `fuzzing` holds the entry points the fuzz targets and their CI run share.
 
 pub mod admin;
 pub mod api;
 pub mod bench;
 pub mod broker;
 pub mod config;
+pub mod fuzzing;
 pub mod groups;
 pub mod indexer;
 pub mod limits;

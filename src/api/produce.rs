@@ -133,7 +133,8 @@ fn batch_error(error: &BatchError) -> ResponseError {
         }
         BatchError::Truncated(..)
         | BatchError::InvalidLength(_)
-        | BatchError::CrcMismatch { .. } => ResponseError::CorruptMessage,
+        | BatchError::CrcMismatch { .. }
+        | BatchError::OffsetRange(_) => ResponseError::CorruptMessage,
     }
 }
 
