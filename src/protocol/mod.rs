@@ -10,6 +10,8 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeade
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::limits;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
     #[error("connection closed in the middle of a frame")]
@@ -42,6 +44,18 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     frame_bytes_max: usize,
 ) -> Result<Option<Bytes>, ProtocolError> {
+    let Some(size) = read_frame_size(reader, frame_bytes_max).await? else {
+        return Ok(None);
+    };
+    read_frame_body(reader, size).await.map(Some)
+}
+
+/// Reads a frame's length prefix and checks it against `4..=frame_bytes_max`. `Ok(None)` means
+/// the peer closed the connection cleanly before the first byte.
+pub async fn read_frame_size<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    frame_bytes_max: usize,
+) -> Result<Option<usize>, ProtocolError> {
     let mut prefix = [0u8; 4];
     let first = reader.read(&mut prefix).await?;
     if first == 0 {
@@ -57,12 +71,30 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     if size < 4 || size as usize > frame_bytes_max {
         return Err(ProtocolError::FrameSize(i64::from(size), frame_bytes_max));
     }
-    let mut frame = BytesMut::zeroed(size as usize);
-    reader
-        .read_exact(&mut frame)
-        .await
-        .map_err(|_| ProtocolError::TruncatedFrame)?;
-    Ok(Some(frame.freeze()))
+    Ok(Some(size as usize))
+}
+
+/// Reads the `size` bytes of a frame body (a size `read_frame_size` checked). The buffer grows
+/// with the bytes that arrive, never ahead of them: a peer that claims 100 MiB and then sends
+/// ten bytes holds `FRAME_READ_CHUNK_BYTES`, not 100 MiB. It doubles as it fills (so the
+/// copies stay linear) and never grows past `size`.
+pub async fn read_frame_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    size: usize,
+) -> Result<Bytes, ProtocolError> {
+    let mut frame: Vec<u8> = Vec::new();
+    while frame.len() < size {
+        if frame.len() == frame.capacity() {
+            let target = size.min((frame.len() * 2).max(limits::FRAME_READ_CHUNK_BYTES));
+            frame.reserve_exact(target - frame.len());
+        }
+        let missing = (size - frame.len()) as u64;
+        let read = (&mut *reader).take(missing).read_buf(&mut frame).await?;
+        if read == 0 {
+            return Err(ProtocolError::TruncatedFrame);
+        }
+    }
+    Ok(Bytes::from(frame))
 }
 
 /// The api key and version of a request frame, read without decoding anything else, so the
