@@ -5,6 +5,13 @@
 /// The length prefix is checked against this before any buffer is allocated.
 pub const FRAME_BYTES_MAX: usize = 100 * 1024 * 1024;
 
+/// Memory the decoded arrays of one request may take, each element counted at its in-memory
+/// size (the vendored kafka-protocol's element budget). An element can be far larger decoded
+/// than on the wire: Metadata v1 with empty topic names decodes to 54 times its frame, so a
+/// 100 MiB frame would take 5 GiB. Real requests decode to a few times their size; 64 MiB
+/// holds an OffsetCommit of some 800,000 partitions.
+pub const DECODED_ARRAYS_BYTES_MAX: usize = 64 * 1024 * 1024;
+
 /// First allocation for a frame body, and the size its buffer starts doubling from as bytes
 /// arrive: a peer that claims a large frame and then stalls holds this much, not its claim.
 /// As large as the connection's read buffer, so a typical request takes one allocation.
