@@ -16,11 +16,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
+use kafka_protocol::messages::RequestKind;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use uuid::Uuid;
 
+use crate::groups::consumer_protocol;
 use crate::limits;
 use crate::metadata::snapshot;
 use crate::partition::{Partition, ReadPlan, RemoteSegment};
@@ -35,8 +37,9 @@ use record_batch::{BatchHeader, HEADER_BYTES, LOG_OVERHEAD_BYTES};
 
 /// Request frames, as a connection reads them: a stream of length-prefixed frames (mode even)
 /// or one frame without its prefix (mode odd), each checked against the dispatch table and
-/// decoded. A request that decodes must encode again and decode to the same request: the
-/// broker must read what a client's encoder meant.
+/// decoded, and the consumer-protocol bytes of group requests read as the coordinator reads
+/// them. A request that decodes must encode again and decode to the same request: the broker
+/// must read what a client's encoder meant.
 pub fn request_frames(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
@@ -59,6 +62,7 @@ fn request(frame: Bytes) {
         return;
     };
     let DecodedRequest { header, body, .. } = *request;
+    read_consumer_protocol(&body);
     let Ok(encoded) = protocol::encode_request(&header, &body) else {
         return;
     };
@@ -73,6 +77,23 @@ fn request(frame: Bytes) {
         format!("{body:?}"),
         "the body changed on a round trip"
     );
+}
+
+/// The consumer protocol's bytes inside group requests, as the coordinator reads them.
+fn read_consumer_protocol(body: &RequestKind) {
+    match body {
+        RequestKind::JoinGroup(join) => {
+            for protocol in &join.protocols {
+                let _ = consumer_protocol::subscribed_topics(&protocol.metadata);
+            }
+        }
+        RequestKind::SyncGroup(sync) => {
+            for assignment in &sync.assignments {
+                let _ = consumer_protocol::assigned_partitions(&assignment.assignment);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// A records field, as Produce splits it into batches and checks their headers, and as the
