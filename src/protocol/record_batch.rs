@@ -318,6 +318,14 @@ mod tests {
     }
 
     #[test]
+    fn a_producers_base_offset_never_overflows_the_last_offset() {
+        let mut batch = encoded_batch(3, Compression::None).to_vec();
+        set_base_offset(&mut batch, i64::MAX - 1);
+        let header = BatchHeader::parse(&batch).unwrap();
+        assert_eq!(header.last_offset(), i64::MAX);
+    }
+
+    #[test]
     fn sequences_wrap_like_kafka() {
         assert_eq!(wrapping_sequence(i32::MAX, 1), 0);
         assert_eq!(wrapping_sequence(i32::MAX - 1, 3), 1);
