@@ -52,7 +52,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the broker.
     #[command(args_override_self = true)]
-    Serve(Config),
+    Serve(Box<Config>),
     /// Load-test a Kafka-compatible broker (this one or any other).
     Bench(crate::bench::BenchArgs),
 }
@@ -122,6 +122,37 @@ pub struct Config {
     /// Partitions of a topic created without a partition count (auto-created or -1).
     #[arg(long, env = "STRATA_DEFAULT_PARTITIONS", default_value_t = 1)]
     pub default_partitions: i32,
+
+    /// Kafka's `max.connections`: client connections open at once. A connection over the limit
+    /// is closed as soon as it is accepted.
+    #[arg(long, env = "STRATA_MAX_CONNECTIONS", default_value_t = limits::CONNECTIONS_MAX_DEFAULT)]
+    pub max_connections: usize,
+
+    /// Kafka's `max.connections.per.ip`: connections open at once from one client address.
+    /// Default: only --max-connections applies.
+    #[arg(long, env = "STRATA_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// Kafka's `connections.max.idle.ms`: a connection with no request in flight and no traffic
+    /// for this long is closed.
+    #[arg(long, env = "STRATA_CONNECTIONS_MAX_IDLE_MS", default_value_t = limits::CONNECTIONS_IDLE_MS_DEFAULT)]
+    pub connections_max_idle_ms: u64,
+
+    /// A request frame must arrive whole within this long of its first byte, or the connection
+    /// is closed (a client trickling bytes cannot hold it open).
+    #[arg(long, env = "STRATA_REQUEST_READ_TIMEOUT_MS", default_value_t = limits::REQUEST_READ_TIMEOUT_MS_DEFAULT)]
+    pub request_read_timeout_ms: u64,
+
+    /// A response write that makes no progress for this long (the client stopped reading)
+    /// closes the connection.
+    #[arg(long, env = "STRATA_RESPONSE_WRITE_TIMEOUT_MS", default_value_t = limits::RESPONSE_WRITE_TIMEOUT_MS_DEFAULT)]
+    pub response_write_timeout_ms: u64,
+
+    /// Kafka's `queued.max.request.bytes`: request bytes read and not yet answered, over all
+    /// connections. A frame's size is reserved before its body is read and released once its
+    /// response is written; past the budget, connections wait before reading more. 0: no limit.
+    #[arg(long, env = "STRATA_QUEUED_MAX_REQUEST_BYTES", default_value_t = limits::QUEUED_REQUEST_BYTES_DEFAULT)]
+    pub queued_max_request_bytes: u64,
 
     /// Largest record batch accepted, unless a topic sets `max.message.bytes`.
     #[arg(long, env = "STRATA_MESSAGE_MAX_BYTES", default_value_t = limits::MESSAGE_BYTES_DEFAULT)]
@@ -302,6 +333,21 @@ impl Config {
             ));
         }
         self.validate_fault_injection()?;
+        if self.max_connections == 0 || self.max_connections_per_ip == Some(0) {
+            return Err(ConfigError::Invalid(
+                "--max-connections and --max-connections-per-ip must be at least 1".into(),
+            ));
+        }
+        let timeouts = [
+            self.connections_max_idle_ms,
+            self.request_read_timeout_ms,
+            self.response_write_timeout_ms,
+        ];
+        if timeouts.contains(&0) {
+            return Err(ConfigError::Invalid(
+                "--connections-max-idle-ms, --request-read-timeout-ms and --response-write-timeout-ms must be at least 1".into(),
+            ));
+        }
         if self.wal_segment_bytes < 4096 {
             return Err(ConfigError::Invalid(
                 "--wal-segment-bytes must be at least 4096".into(),
@@ -454,7 +500,7 @@ impl serde::Serialize for Secret {
 
 fn parse_serve(args: Vec<OsString>) -> Result<Config, ConfigError> {
     match Cli::try_parse_from(args)?.command {
-        Command::Serve(config) => Ok(config),
+        Command::Serve(config) => Ok(*config),
         Command::Bench(_) => Err(ConfigError::Invalid("`strata bench` runs no broker".into())),
     }
 }

@@ -4,7 +4,8 @@
 //! `metadata` keeps topics and producer ids durable; `search` queries every record in both
 //! tiers; `groups` coordinates consumer groups and keeps their committed offsets; `admin` is
 //! the HTTP API; `auth` is SASL (the listener's TLS is in `server`); `faults` injects
-//! failures for the crash and fault tests.
+//! failures for the crash and fault tests; `fuzzing` holds the entry points the fuzz targets
+//! and their CI run share.
 
 pub mod admin;
 pub mod api;
@@ -14,6 +15,7 @@ pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod faults;
+pub mod fuzzing;
 pub mod groups;
 pub mod indexer;
 pub mod limits;

@@ -5,6 +5,45 @@
 /// The length prefix is checked against this before any buffer is allocated.
 pub const FRAME_BYTES_MAX: usize = 100 * 1024 * 1024;
 
+/// Memory the decoded arrays of one request may take, each element counted at its in-memory
+/// size (the vendored kafka-protocol's element budget). An element can be far larger decoded
+/// than on the wire: Metadata v1 with empty topic names decodes to 54 times its frame, so a
+/// 100 MiB frame would take 5 GiB. Real requests decode to a few times their size; 64 MiB
+/// holds an OffsetCommit of some 800,000 partitions.
+pub const DECODED_ARRAYS_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// First allocation for a frame body, and the size its buffer starts doubling from as bytes
+/// arrive: a peer that claims a large frame and then stalls holds this much, not its claim.
+/// As large as the connection's read buffer, so a typical request takes one allocation.
+pub const FRAME_READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Default of `--max-connections` (Kafka's `max.connections`, unbounded there). An idle
+/// connection holds ~130 KiB of socket buffers and a file descriptor: 4096 of them stay under
+/// ~0.5 GiB and under the usual `nofile` limit of 65536 with room for the WAL and the cache.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 4096;
+
+/// Default of `--connections-max-idle-ms`: Kafka's `connections.max.idle.ms` (10 minutes).
+pub const CONNECTIONS_IDLE_MS_DEFAULT: u64 = 600_000;
+
+/// Default of `--request-read-timeout-ms`: the longest a request frame may take to arrive from
+/// its first byte to its last. Twice a Java client's `request.timeout.ms` (30 s) and
+/// librdkafka's `socket.timeout.ms` (60 s): past it the client has given up on the request
+/// anyway, so only a client that trickles bytes on purpose (slowloris) is cut off.
+pub const REQUEST_READ_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+
+/// Default of `--response-write-timeout-ms`: a response write that makes no progress this long
+/// (the client stopped reading) closes the connection. Same reasoning as the read timeout: a
+/// client that reads nothing for a minute has timed its requests out.
+pub const RESPONSE_WRITE_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+
+/// Default of `--queued-max-request-bytes` (Kafka's `queued.max.request.bytes`): 0, no
+/// broker-wide budget, as Kafka's default (-1). The budget reserves a frame's claimed size
+/// before its body arrives (so big frames queue instead of piling up), which also lets six
+/// clients that claim 100 MiB and send nothing hold a 512 MiB budget until the request read
+/// timeout, stalling everyone else. Without it a frame costs only the bytes that have arrived
+/// (see `FRAME_READ_CHUNK_BYTES`), so memory follows real traffic, not claims.
+pub const QUEUED_REQUEST_BYTES_DEFAULT: u64 = 0;
+
 /// Requests read from one connection whose responses have not been written yet. Kafka clients
 /// pipeline up to 5 by default; beyond this the connection stops reading (backpressure).
 pub const IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 32;
@@ -112,6 +151,10 @@ pub const GROUP_SESSION_TIMEOUT_MAX_MS: i32 = 1_800_000;
 
 /// Longest metadata string an OffsetCommit may store, as Kafka's `offset.metadata.max.bytes`.
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+
+/// Longest an OffsetCommit waits for its offsets to become durable before it answers
+/// REQUEST_TIMED_OUT: Kafka's `offsets.commit.timeout.ms` default.
+pub const OFFSET_COMMIT_TIMEOUT_MS: u64 = 5_000;
 
 /// The committed-offsets log is rewritten as its live state once it grows past this.
 pub const OFFSETS_LOG_COMPACT_BYTES: u64 = 16 * 1024 * 1024;

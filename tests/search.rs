@@ -6,7 +6,7 @@ mod common;
 #[path = "support/moto.rs"]
 mod moto;
 
-use common::{admin_call, encode_batch, Conn, Strata, TestRecord};
+use common::{admin_call, encode_batch, metric, Conn, Strata, TestRecord};
 use kafka_protocol::records::Compression;
 use serde_json::json;
 
@@ -22,21 +22,6 @@ fn record(i: usize) -> TestRecord {
         headers: vec![("bin".to_string(), Some(vec![0xff, i as u8]))],
         timestamp: 1_700_000_000_000 + i as i64,
     }
-}
-
-async fn metric(admin: std::net::SocketAddr, name: &str) -> u64 {
-    let mut stream = tokio::net::TcpStream::connect(admin).await.unwrap();
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
-    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
-        .await
-        .unwrap();
-    let mut text = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut text)
-        .await
-        .unwrap();
-    let prefix = format!("{name} ");
-    let line = text.lines().find(|l| l.starts_with(&prefix)).unwrap();
-    line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,26 +10,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use common::{encode_batch, Conn, Strata, TestRecord};
+use common::{encode_batch, metric, Conn, Strata, TestRecord};
 use futures_util::TryStreamExt;
 use kafka_protocol::records::Compression;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// A counter's value from the Prometheus text at `GET /metrics`.
-async fn metric(admin: SocketAddr, name: &str) -> u64 {
-    let mut stream = TcpStream::connect(admin).await.unwrap();
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let prefix = format!("{name} ");
-    let line = response
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no {name} in {response}"));
-    line.rsplit(' ').next().unwrap().parse().unwrap()
-}
 
 /// A bare HTTP/1.1 call to the admin API: `(status, JSON body)`.
 async fn http(admin: SocketAddr, method: &str, path: &str) -> (u16, serde_json::Value) {

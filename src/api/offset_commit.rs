@@ -2,7 +2,7 @@
 //! answer is sent only once the offsets are durable.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic;
@@ -36,16 +36,19 @@ pub fn handle(broker: &Arc<Broker>, version: i16, request: OffsetCommitRequest) 
     let generation = request.generation_id_or_member_epoch;
     Reply::Deferred(Box::pin(async move {
         let offsets = to_commit(&broker, &checked);
-        let result = broker
-            .groups
-            .commit(
-                &group_id,
-                &member_id,
-                instance_id.as_deref(),
-                generation,
-                offsets,
-            )
-            .await;
+        let commit = broker.groups.commit(
+            &group_id,
+            &member_id,
+            instance_id.as_deref(),
+            generation,
+            offsets,
+        );
+        // A disk that stops answering must not hold the request forever; the commit may still
+        // become durable, and a client retries a timed-out commit anyway.
+        let Ok(result) = tokio::time::timeout(commit_timeout(), commit).await else {
+            let timed_out = Some(ResponseError::RequestTimedOut.code());
+            return ResponseKind::OffsetCommit(response(checked, timed_out));
+        };
         let group_error = match result {
             Ok(()) => None,
             Err(GroupsError::GroupIdNotFound(_)) if version < GROUP_ID_NOT_FOUND_VERSION => {
@@ -60,6 +63,10 @@ pub fn handle(broker: &Arc<Broker>, version: i16, request: OffsetCommitRequest) 
         };
         ResponseKind::OffsetCommit(response(checked, group_error))
     }))
+}
+
+fn commit_timeout() -> Duration {
+    Duration::from_millis(limits::OFFSET_COMMIT_TIMEOUT_MS)
 }
 
 /// Partitions of unknown topics and oversized metadata get their own errors.

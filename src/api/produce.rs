@@ -19,11 +19,18 @@ use crate::protocol::record_batch::{split_batches, BatchError, BatchHeader};
 use crate::server::dispatch::Reply;
 use crate::wal::AppendReply;
 
+const QUEUE_FULL: &str = "the WAL's queue stayed full for the request's timeout";
+
 /// A partition's answer still waiting for the WAL: (topic index, partition index, receiver).
 type Waiting = (usize, usize, AppendReply);
 
 pub async fn handle(broker: &Arc<Broker>, version: i16, request: ProduceRequest) -> Reply {
     let acks = request.acks;
+    let timeout = Duration::from_millis(
+        (request.timeout_ms.max(0) as u64).clamp(1, limits::PRODUCE_TIMEOUT_MS_MAX),
+    );
+    // Queueing for the WAL and waiting for durability share the request's timeout.
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut response = ProduceResponse::default();
     let mut waiting: Vec<Waiting> = Vec::new();
     let refusal = refuse_whole_request(&request);
@@ -39,9 +46,17 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, request: ProduceRequest)
                 (None, None) => Err((unknown_topic(version), None)),
                 (None, Some(topic)) => check(broker, topic, partition_data),
             };
-            let partition_response = match outcome {
+            let queued = match outcome {
                 Ok((partition, batches)) => {
-                    waiting.push((ti, pi, broker.wal.append(partition, batches).await));
+                    tokio::time::timeout_at(deadline, broker.wal.append(partition, batches))
+                        .await
+                        .map_err(|_| (ResponseError::RequestTimedOut, Some(QUEUE_FULL.into())))
+                }
+                Err(refused) => Err(refused),
+            };
+            let partition_response = match queued {
+                Ok(receiver) => {
+                    waiting.push((ti, pi, receiver));
                     pending_response(index)
                 }
                 Err((error, message)) => error_response(index, error.code(), message),
@@ -54,10 +69,7 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, request: ProduceRequest)
         // The appends go ahead; the client asked for no answer.
         return Reply::None;
     }
-    let timeout = Duration::from_millis(
-        (request.timeout_ms.max(0) as u64).clamp(1, limits::PRODUCE_TIMEOUT_MS_MAX),
-    );
-    Reply::Deferred(Box::pin(finish(response, waiting, timeout)))
+    Reply::Deferred(Box::pin(finish(response, waiting, deadline)))
 }
 
 /// Problems that refuse every partition of the request.
@@ -133,7 +145,8 @@ fn batch_error(error: &BatchError) -> ResponseError {
         }
         BatchError::Truncated(..)
         | BatchError::InvalidLength(_)
-        | BatchError::CrcMismatch { .. } => ResponseError::CorruptMessage,
+        | BatchError::CrcMismatch { .. }
+        | BatchError::OffsetRange(_) => ResponseError::CorruptMessage,
     }
 }
 
@@ -155,9 +168,8 @@ fn error_response(index: i32, code: i16, message: Option<String>) -> PartitionPr
 async fn finish(
     mut response: ProduceResponse,
     waiting: Vec<Waiting>,
-    timeout: Duration,
+    deadline: tokio::time::Instant,
 ) -> ResponseKind {
-    let deadline = tokio::time::Instant::now() + timeout;
     for (ti, pi, receiver) in waiting {
         let slot = &mut response.responses[ti].partition_responses[pi];
         match tokio::time::timeout_at(deadline, receiver).await {

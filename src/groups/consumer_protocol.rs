@@ -5,7 +5,10 @@
 
 use bytes::{Buf, Bytes};
 use kafka_protocol::messages::{ConsumerProtocolAssignment, ConsumerProtocolSubscription};
+use kafka_protocol::protocol::types::with_element_budget;
 use kafka_protocol::protocol::Decodable;
+
+use crate::limits;
 
 pub const PROTOCOL_TYPE: &str = "consumer";
 
@@ -22,7 +25,10 @@ fn decode<T: Decodable>(bytes: &Bytes) -> Option<T> {
     if version < 0 {
         return None;
     }
-    T::decode(&mut buf, version.min(VERSION_MAX)).ok()
+    // Client bytes, like a request: their arrays get the same memory budget.
+    with_element_budget(limits::DECODED_ARRAYS_BYTES_MAX, || {
+        T::decode(&mut buf, version.min(VERSION_MAX)).ok()
+    })
 }
 
 /// The topics in a member's subscription metadata.
@@ -79,5 +85,14 @@ mod tests {
         );
         assert!(subscribed_topics(&Bytes::from_static(&[0, 1, 255])).is_empty());
         assert!(assigned_partitions(&Bytes::new()).is_empty());
+    }
+
+    #[test]
+    fn a_subscription_of_millions_of_empty_names_is_not_read() {
+        // 4 MiB of metadata that would decode to 70 MB of names (past the 64 MiB budget).
+        let empty = StrBytes::from_static_str("");
+        let subscription =
+            ConsumerProtocolSubscription::default().with_topics(vec![empty; 2_200_000]);
+        assert!(subscribed_topics(&with_version(&subscription, 1)).is_empty());
     }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{sync_dir, MetadataError};
 use crate::faults::{self, Action, Faults, Point};
-use crate::segment::object::Footer;
+use crate::segment::object::{self, Footer};
 
 const MAGIC: &[u8; 4] = b"SCAT";
 const FORMAT_VERSION: u32 = 1;
@@ -107,8 +107,7 @@ impl Catalog {
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
         bytes.extend(
-            bincode::serde::encode_to_vec(entry, bincode::config::standard())
-                .expect("entry serializes"),
+            bincode::serde::encode_to_vec(entry, object::codec()).expect("entry serializes"),
         );
         let temporary = path.with_extension("tmp");
         let mut file = File::create(&temporary).map_err(io)?;
@@ -151,8 +150,10 @@ fn read_entry(path: &Path) -> Result<CatalogEntry, MetadataError> {
     if bytes[4..8] != FORMAT_VERSION.to_be_bytes() {
         return Err(corrupt("unknown format version"));
     }
-    let (entry, _) = bincode::serde::decode_from_slice(&bytes[8..], bincode::config::standard())
-        .map_err(|e| corrupt(&e.to_string()))?;
+    let (entry, _): (CatalogEntry, usize) =
+        bincode::serde::decode_from_slice(&bytes[8..], object::codec())
+            .map_err(|e| corrupt(&e.to_string()))?;
+    object::check_footer(&entry.footer, entry.object_bytes).map_err(|e| corrupt(&e.to_string()))?;
     Ok(entry)
 }
 

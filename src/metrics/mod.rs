@@ -8,6 +8,9 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::server::admission::Refusal;
+use crate::server::ServerError;
+
 pub struct Metrics {
     registry: Registry,
     pub objects_uploaded: IntCounter,
@@ -24,6 +27,13 @@ pub struct Metrics {
     /// Sealed WAL segments waiting for upload (set when scraped).
     pub indexer_lag_segments: IntGauge,
     pub connections: IntGauge,
+    /// Connections closed at accept, by the limit they hit.
+    refused_max_connections: IntCounter,
+    refused_max_connections_per_ip: IntCounter,
+    /// Connections closed by a timeout, by which one.
+    timed_out_idle: IntCounter,
+    timed_out_request_read: IntCounter,
+    pub timed_out_response_write: IntCounter,
     /// Request frame bytes of Produce, response frame bytes of Fetch.
     pub produce_bytes: IntCounter,
     pub fetch_bytes: IntCounter,
@@ -43,6 +53,23 @@ impl Default for Metrics {
                 .expect("unique metric");
             counter
         };
+        let by_reason = |name: &str, help: &str| {
+            let counters =
+                IntCounterVec::new(Opts::new(name, help).namespace("strata"), &["reason"])
+                    .expect("valid metric");
+            registry
+                .register(Box::new(counters.clone()))
+                .expect("unique metric");
+            counters
+        };
+        let refused = by_reason(
+            "connections_refused_total",
+            "Connections closed at accept: over --max-connections or --max-connections-per-ip.",
+        );
+        let timed_out = by_reason(
+            "connections_timed_out_total",
+            "Connections closed by a timeout: idle, a request frame too slow to arrive, or a client that stopped reading.",
+        );
         let mut metrics = Metrics {
             objects_uploaded: counter(
                 "objects_uploaded_total",
@@ -88,6 +115,11 @@ impl Default for Metrics {
                 "Sealed WAL segments not yet uploaded.",
             ),
             connections: gauge("connections", "Open Kafka client connections."),
+            refused_max_connections: refused.with_label_values(&["max_connections"]),
+            refused_max_connections_per_ip: refused.with_label_values(&["max_connections_per_ip"]),
+            timed_out_idle: timed_out.with_label_values(&["idle"]),
+            timed_out_request_read: timed_out.with_label_values(&["request_read"]),
+            timed_out_response_write: timed_out.with_label_values(&["response_write"]),
             apis: Vec::new(),
             registry,
         };
@@ -152,6 +184,23 @@ impl Metrics {
     pub fn register(&self, collector: Box<dyn Collector>) {
         if let Err(error) = self.registry.register(collector) {
             tracing::warn!(%error, "metric not registered");
+        }
+    }
+
+    /// Counts a connection refused at accept.
+    pub fn connection_refused(&self, refusal: Refusal) {
+        match refusal {
+            Refusal::MaxConnections(_) => self.refused_max_connections.inc(),
+            Refusal::MaxConnectionsPerIp(_) => self.refused_max_connections_per_ip.inc(),
+        }
+    }
+
+    /// Counts a connection its reader closed, if a timeout closed it.
+    pub fn connection_closed(&self, error: &ServerError) {
+        match error {
+            ServerError::Idle(_) => self.timed_out_idle.inc(),
+            ServerError::RequestReadTimeout(_) => self.timed_out_request_read.inc(),
+            _ => {}
         }
     }
 

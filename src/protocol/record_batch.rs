@@ -36,6 +36,8 @@ pub enum BatchError {
     RecordCount { count: i32, last_offset_delta: i32 },
     #[error("record batch attributes {0:#06x} name an unknown compression codec")]
     UnknownCompression(i16),
+    #[error("record batch offsets from {0} are outside the offsets a log can hold")]
+    OffsetRange(i64),
 }
 
 /// The fixed-size header of one v2 record batch.
@@ -126,8 +128,11 @@ impl BatchHeader {
         LOG_OVERHEAD_BYTES + self.batch_length as usize
     }
 
+    /// `base_offset + last_offset_delta`. Saturating: a producer's `base_offset` can be any
+    /// value (the broker ignores it and writes its own).
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + i64::from(self.last_offset_delta)
+        self.base_offset
+            .saturating_add(i64::from(self.last_offset_delta))
     }
 
     /// Records in the batch, as `last_offset_delta + 1` (no decompression needed).
@@ -310,6 +315,14 @@ mod tests {
         let batches = split_batches(&blob.freeze()).unwrap();
         let counts: Vec<i64> = batches.iter().map(|(h, _)| h.record_count()).collect();
         assert_eq!(counts, vec![1, 5, 2]);
+    }
+
+    #[test]
+    fn a_producers_base_offset_never_overflows_the_last_offset() {
+        let mut batch = encoded_batch(3, Compression::None).to_vec();
+        set_base_offset(&mut batch, i64::MAX - 1);
+        let header = BatchHeader::parse(&batch).unwrap();
+        assert_eq!(header.last_offset(), i64::MAX);
     }
 
     #[test]

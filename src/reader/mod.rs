@@ -226,7 +226,7 @@ fn offset_after(batches: &Bytes) -> Option<i64> {
     let mut next = None;
     while at < batches.len() {
         let header = BatchHeader::parse_unchecked(&batches[at..]).ok()?;
-        next = Some(header.last_offset() + 1);
+        next = Some(header.last_offset().checked_add(1)?);
         at += header.total_bytes();
     }
     next

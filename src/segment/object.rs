@@ -10,7 +10,7 @@
 //! trailer := footer_length u32 | crc32c(footer) u32 | version u32 | "STRATASG"
 //! ```
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
@@ -220,17 +220,22 @@ impl<W: Write> ObjectBuilder<W> {
 
     /// Adds the index files after the data blocks (after the last batch), copied from `files`.
     pub fn add_index_files(&mut self, files: &IndexFiles) -> Result<(), ObjectError> {
-        self.close_block();
         for name in files.names() {
-            let start = self.position;
-            let mut file = files.open(name)?;
-            self.position += std::io::copy(&mut file, &mut self.sink)?;
-            self.index_files.push(IndexFile {
-                name: name.clone(),
-                start,
-                end: self.position,
-            });
+            self.add_index_file(name, &mut files.open(name)?)?;
         }
+        Ok(())
+    }
+
+    /// Adds one index file, copied from `file`, after the data blocks (after the last batch).
+    pub fn add_index_file(&mut self, name: &str, file: &mut impl Read) -> Result<(), ObjectError> {
+        self.close_block();
+        let start = self.position;
+        self.position += std::io::copy(file, &mut self.sink)?;
+        self.index_files.push(IndexFile {
+            name: name.to_string(),
+            start,
+            end: self.position,
+        });
         Ok(())
     }
 
@@ -242,8 +247,7 @@ impl<W: Write> ObjectBuilder<W> {
             partitions: std::mem::take(&mut self.partitions),
             index_files: std::mem::take(&mut self.index_files),
         };
-        let encoded = bincode::serde::encode_to_vec(&footer, bincode::config::standard())
-            .expect("footer serializes");
+        let encoded = bincode::serde::encode_to_vec(&footer, codec()).expect("footer serializes");
         self.write(&encoded)?;
         let mut trailer = [0u8; TRAILER_BYTES];
         trailer[..4].copy_from_slice(&(encoded.len() as u32).to_be_bytes());
@@ -293,21 +297,61 @@ pub fn parse_footer(tail: &[u8], object_bytes: u64) -> Result<Footer, ObjectErro
     if crc32c::crc32c(encoded) != crc {
         return Err(ObjectError::CorruptFooter("checksum mismatch".into()));
     }
-    let (footer, _): (Footer, usize) =
-        bincode::serde::decode_from_slice(encoded, bincode::config::standard())
-            .map_err(|e| ObjectError::CorruptFooter(e.to_string()))?;
+    let (footer, _): (Footer, usize) = bincode::serde::decode_from_slice(encoded, codec())
+        .map_err(|e| ObjectError::CorruptFooter(e.to_string()))?;
     let data_end = object_bytes.saturating_sub((length + TRAILER_BYTES) as u64);
-    let in_bounds = footer
-        .partitions
-        .iter()
-        .flat_map(|p| &p.blocks)
-        .all(|b| b.start >= HEADER_BYTES as u64 && b.start < b.end && b.end <= data_end);
-    if !in_bounds {
-        return Err(ObjectError::CorruptFooter(
-            "a block lies outside the data".into(),
-        ));
-    }
+    check_footer(&footer, data_end)?;
     Ok(footer)
+}
+
+/// bincode as footers (and catalog entries, which hold one) are written and read: every length
+/// it reads is capped, so a damaged or hostile footer cannot ask for more memory than a whole
+/// footer may take (without the cap, a string length of 2^40 is a 1 TiB allocation).
+pub fn codec() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<{ limits::SEGMENT_FOOTER_BYTES_MAX }>()
+}
+
+/// What a reader relies on, whoever wrote the footer: every byte range lies inside the data
+/// (between the header and `data_end`), and each partition's offsets are a non-negative range
+/// whose blocks follow each other in order inside it. A checksum only says the footer is the
+/// one written; this says it is one the broker could have written.
+pub fn check_footer(footer: &Footer, data_end: u64) -> Result<(), ObjectError> {
+    let corrupt = |reason: &str| ObjectError::CorruptFooter(reason.into());
+    let in_data =
+        |start: u64, end: u64| start >= HEADER_BYTES as u64 && start <= end && end <= data_end;
+    if !footer.index_files.iter().all(|f| in_data(f.start, f.end)) {
+        return Err(corrupt("an index file lies outside the data"));
+    }
+    for partition in &footer.partitions {
+        if !partition
+            .blocks
+            .iter()
+            .all(|b| in_data(b.start, b.end) && b.start < b.end)
+        {
+            return Err(corrupt("a block lies outside the data"));
+        }
+        check_offsets(partition).map_err(corrupt)?;
+    }
+    Ok(())
+}
+
+fn check_offsets(partition: &PartitionBlocks) -> Result<(), &'static str> {
+    let (base, last) = (partition.base_offset, partition.last_offset);
+    // `last + 1` is the next offset everywhere downstream, so i64::MAX cannot be a last offset.
+    if base < 0 || base > last || last == i64::MAX || partition.blocks.is_empty() {
+        return Err("a partition's offset range is impossible");
+    }
+    let mut next = base;
+    for block in &partition.blocks {
+        if block.base_offset < next
+            || block.base_offset > block.last_offset
+            || block.last_offset > last
+        {
+            return Err("a partition's blocks are out of order");
+        }
+        next = block.last_offset + 1;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

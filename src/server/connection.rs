@@ -2,22 +2,23 @@
 //! Kafka does, so a client's requests take effect in the order it sent them), and a writer that
 //! sends the responses in that same order, awaiting deferred work (a produce waiting for its
 //! fsync, a fetch waiting for data) without stopping the reader. A malformed frame, an unknown
-//! api or an unsupported version closes this connection only. The stream is TCP or TLS, given
-//! as its two halves; on a SASL listener `auth::Session` gates every request until the client
-//! has authenticated.
+//! api or an unsupported version closes this connection only; so do the limits of `frames`
+//! (idle, a frame that will not finish arriving, a client that stops reading). The stream is
+//! TCP or TLS, given as its two halves; on a SASL listener `auth::Session` gates every request
+//! until the client has authenticated.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{self, Session};
-use super::dispatch::{self, Reply};
+use super::dispatch::{self, DecodedRequest, Parsed, Reply};
+use super::frames::{Activity, ConnectionLimits, Frame, FrameReader, ResponseWriter};
 use super::ServerError;
 use crate::api::api_versions;
 use crate::broker::Broker;
@@ -33,6 +34,8 @@ struct Outgoing {
     reply: Reply,
     /// When the request was decoded: its latency ends when its response is ready.
     started: Instant,
+    /// The request's bytes in the broker-wide budget, released once the response is written.
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 pub async fn serve_connection<R, W>(
@@ -41,19 +44,25 @@ pub async fn serve_connection<R, W>(
     peer: SocketAddr,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
+    limits: Arc<ConnectionLimits>,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (queue, outgoing) = mpsc::channel(limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX);
+    let activity = Activity::new();
     broker.metrics.connections.inc();
+    let writer = ResponseWriter::new(writer, &limits, activity.clone());
     let writer = tokio::spawn(write_responses(
         writer,
         outgoing,
         peer,
         broker.metrics.clone(),
+        activity.clone(),
     ));
+    let reader = FrameReader::new(reader, limits, activity);
     if let Err(error) = read_requests(reader, peer, &broker, &queue, &shutdown).await {
+        broker.metrics.connection_closed(&error);
         tracing::info!(%peer, %error, "closing connection");
     }
     drop(queue);
@@ -62,19 +71,18 @@ pub async fn serve_connection<R, W>(
 }
 
 async fn read_requests<R: AsyncRead + Unpin>(
-    reader: R,
+    mut reader: FrameReader<R>,
     peer: SocketAddr,
     broker: &Arc<Broker>,
     queue: &mpsc::Sender<Outgoing>,
     shutdown: &CancellationToken,
 ) -> Result<(), ServerError> {
-    let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let mut session = Session::new(broker.config.kafka_security_protocol.sasl());
     loop {
         let frame_bytes_max = session.frame_bytes_max();
         let frame = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            frame = protocol::read_frame(&mut reader, frame_bytes_max) => frame?,
+            frame = reader.next(frame_bytes_max) => frame?,
         };
         let Some(frame) = frame else {
             return Ok(());
@@ -93,40 +101,34 @@ async fn read_requests<R: AsyncRead + Unpin>(
 async fn handle_frame(
     broker: &Arc<Broker>,
     session: &mut Session,
-    frame: Bytes,
+    frame: Frame,
     peer: SocketAddr,
 ) -> Result<Outgoing, ServerError> {
-    let (key, version) = protocol::peek_api(&frame)?;
-    let api = ApiKey::try_from(key).map_err(|_| protocol::ProtocolError::UnknownApiKey(key))?;
-    if !session.admits(api) {
-        return Err(ServerError::Unauthenticated(api));
-    }
-    let supported = dispatch::versions(api).ok_or(ServerError::NotImplemented(api))?;
-    if version < supported.min || version > supported.max {
-        if api == ApiKey::ApiVersions {
-            // Kafka answers an ApiVersions it cannot parse at v0, with the versions it has,
-            // so the client can pick one and ask again.
-            let correlation_id = protocol::peek_correlation_id(&frame).unwrap_or(0);
-            let reply = Reply::ready(api_versions::unsupported_version());
+    let started = Instant::now();
+    admit(session, &frame)?;
+    let frame_bytes = frame.bytes.len() as u64;
+    let request = match dispatch::parse_request(frame.bytes)? {
+        Parsed::Request(request) => request,
+        Parsed::UnsupportedApiVersions { correlation_id } => {
             return Ok(Outgoing {
-                api,
+                api: ApiKey::ApiVersions,
                 version: 0,
                 correlation_id,
-                reply,
-                started: Instant::now(),
+                reply: Reply::ready(api_versions::unsupported_version()),
+                started,
+                _permit: frame.permit,
             });
         }
-        return Err(ServerError::UnsupportedVersion {
-            api,
-            version,
-            supported,
-        });
-    }
-    let started = Instant::now();
+    };
+    let DecodedRequest {
+        api,
+        version,
+        header,
+        body,
+    } = *request;
     if api == ApiKey::Produce {
-        broker.metrics.produce_bytes.inc_by(frame.len() as u64);
+        broker.metrics.produce_bytes.inc_by(frame_bytes);
     }
-    let (header, body) = protocol::decode_request(api, version, frame)?;
     let correlation_id = header.correlation_id;
     let reply = match auth::handle(broker, session, version, body, peer).await {
         Ok(reply) => reply,
@@ -138,16 +140,27 @@ async fn handle_frame(
         correlation_id,
         reply,
         started,
+        _permit: frame.permit,
     })
 }
 
+/// Refuses, before anything is decoded, a request the session does not admit yet (anything
+/// but the SASL exchange before authentication). Unknown api keys are left to the decoder.
+fn admit(session: &Session, frame: &Frame) -> Result<(), ServerError> {
+    let (key, _) = protocol::peek_api(&frame.bytes)?;
+    match ApiKey::try_from(key) {
+        Ok(api) if !session.admits(api) => Err(ServerError::Unauthenticated(api)),
+        _ => Ok(()),
+    }
+}
+
 async fn write_responses<W: AsyncWrite + Unpin>(
-    writer: W,
+    mut writer: ResponseWriter<W>,
     mut outgoing: mpsc::Receiver<Outgoing>,
     peer: SocketAddr,
     metrics: Arc<Metrics>,
+    activity: Arc<Activity>,
 ) {
-    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
     while let Some(next) = outgoing.recv().await {
         let body = match next.reply {
             Reply::Ready(body) => Some(*body),
@@ -158,7 +171,10 @@ async fn write_responses<W: AsyncWrite + Unpin>(
             requests.inc();
             latency.observe(next.started.elapsed().as_secs_f64());
         }
-        let Some(body) = body else { continue };
+        let Some(body) = body else {
+            activity.request_answered();
+            continue;
+        };
         let frame = match encode_response(next.api, next.version, next.correlation_id, &body) {
             Ok(frame) => frame,
             Err(error) => {
@@ -169,12 +185,19 @@ async fn write_responses<W: AsyncWrite + Unpin>(
         if next.api == ApiKey::Fetch {
             metrics.fetch_bytes.inc_by(frame.len() as u64);
         }
-        if writer.write_all(&frame).await.is_err() {
+        let written = match writer.write(&frame).await {
+            Ok(()) if outgoing.is_empty() => writer.flush().await,
+            written => written,
+        };
+        if let Err(error) = written {
+            // A client that left is no news; one that stopped reading is.
+            if error.kind() == std::io::ErrorKind::TimedOut {
+                metrics.timed_out_response_write.inc();
+                tracing::info!(%peer, %error, "closing connection");
+            }
             return;
         }
-        if outgoing.is_empty() && writer.flush().await.is_err() {
-            return;
-        }
+        activity.request_answered();
     }
     // Flushes, then ends the stream (TLS sends close_notify), so a client refused after its
     // last answer reads that answer and then a clean close.

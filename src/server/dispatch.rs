@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use kafka_protocol::messages::{
     AlterUserScramCredentialsRequest, DescribeUserScramCredentialsRequest, SaslAuthenticateRequest,
     SaslHandshakeRequest,
@@ -29,6 +30,7 @@ use kafka_protocol::protocol::{Message, Request, VersionRange};
 use super::ServerError;
 use crate::api;
 use crate::broker::Broker;
+use crate::protocol;
 
 /// What a handler gives back to the connection.
 pub enum Reply {
@@ -120,6 +122,53 @@ pub fn versions(api: ApiKey) -> Option<VersionRange> {
 }
 
 const SASL_HANDSHAKE_V1: VersionRange = VersionRange { min: 1, max: 1 };
+
+/// A request of a served api at a served version, decoded.
+#[derive(Debug)]
+pub struct DecodedRequest {
+    pub api: ApiKey,
+    pub version: i16,
+    pub header: RequestHeader,
+    pub body: RequestKind,
+}
+
+/// A request frame checked against the dispatch table and decoded.
+#[derive(Debug)]
+pub enum Parsed {
+    Request(Box<DecodedRequest>),
+    /// ApiVersions at a version this broker does not serve. Kafka answers it at v0 with the
+    /// versions it has (and UNSUPPORTED_VERSION), so the client can pick one and ask again.
+    UnsupportedApiVersions {
+        correlation_id: i32,
+    },
+}
+
+/// Checks a request frame (without its length prefix) against the dispatch table, then decodes
+/// its header and body. An unknown api, an api outside the table, an unsupported version of
+/// any api but ApiVersions, or bytes that do not decode are errors: the connection closes.
+pub fn parse_request(frame: Bytes) -> Result<Parsed, ServerError> {
+    let (key, version) = protocol::peek_api(&frame)?;
+    let api = ApiKey::try_from(key).map_err(|_| protocol::ProtocolError::UnknownApiKey(key))?;
+    let supported = versions(api).ok_or(ServerError::NotImplemented(api))?;
+    if version < supported.min || version > supported.max {
+        if api == ApiKey::ApiVersions {
+            let correlation_id = protocol::peek_correlation_id(&frame).unwrap_or(0);
+            return Ok(Parsed::UnsupportedApiVersions { correlation_id });
+        }
+        return Err(ServerError::UnsupportedVersion {
+            api,
+            version,
+            supported,
+        });
+    }
+    let (header, body) = protocol::decode_request(api, version, frame)?;
+    Ok(Parsed::Request(Box::new(DecodedRequest {
+        api,
+        version,
+        header,
+        body,
+    })))
+}
 
 fn codable<R: Request>() -> VersionRange {
     R::VERSIONS.intersect(&<R::Response as Message>::VERSIONS)

@@ -329,7 +329,11 @@ impl Wal {
         visit: F,
     ) -> Result<(), WalError> {
         let path = segment::segment_path(&self.dir, id);
-        let end = segment::scan(&path, visit)?;
+        let mut visit = visit;
+        let end = segment::scan(&path, |entry| {
+            visit(entry);
+            Ok(())
+        })?;
         expect_clean(path, end).map(|_| ())
     }
 
@@ -379,23 +383,11 @@ impl Wal {
 fn replay_segment(dir: &Path, id: u64, is_last: bool, topics: &Topics) -> Result<u64, WalError> {
     let path = segment::segment_path(dir, id);
     let end = segment::scan(&path, |entry| {
-        let Some(topic) = topics.get_by_id(&entry.topic_id) else {
-            return;
-        };
-        let Some(partition) = topic.partition(entry.partition) else {
-            return;
-        };
-        let location = entry.location(id);
-        let mut state = partition.lock();
-        if location.last_offset < state.high_watermark {
-            tracing::debug!(topic = %topic.name, partition = entry.partition, offset = location.base_offset,
-                "WAL replay: skipping a batch below the high watermark");
-            return;
+        let topic = topics.get_by_id(&entry.topic_id);
+        match topic.as_ref().and_then(|t| t.partition(entry.partition)) {
+            Some(partition) => replay_entry(partition, id, &entry),
+            None => Ok(()),
         }
-        if entry.header.is_idempotent() {
-            state.producers.record(&entry.header, location.base_offset);
-        }
-        state.publish(location);
     })?;
     match end {
         ScanEnd::Torn {
@@ -412,6 +404,35 @@ fn replay_segment(dir: &Path, id: u64, is_last: bool, topics: &Topics) -> Result
         }
         end => expect_clean(path, end),
     }
+}
+
+/// Applies one replayed entry of segment `segment_id` to its partition: the batch index, the
+/// high watermark and idempotent-producer state. A batch below the high watermark (already in
+/// the bucket) is skipped. A batch that straddles it cannot come from this broker's writer
+/// (offsets are assigned in order, whole batches at a time): it is refused, as corruption.
+pub fn replay_entry(
+    partition: &Partition,
+    segment_id: u64,
+    entry: &segment::ReplayedEntry<'_>,
+) -> Result<(), String> {
+    let location = entry.location(segment_id);
+    let mut state = partition.lock();
+    if location.last_offset < state.high_watermark {
+        tracing::debug!(topic = %partition.topic_name, partition = entry.partition, offset = location.base_offset,
+            "WAL replay: skipping a batch below the high watermark");
+        return Ok(());
+    }
+    if location.base_offset < state.high_watermark {
+        return Err(format!(
+            "batch {}..={} of partition {} overlaps offsets before {}",
+            location.base_offset, location.last_offset, entry.partition, state.high_watermark
+        ));
+    }
+    if entry.header.is_idempotent() {
+        state.producers.record(&entry.header, location.base_offset);
+    }
+    state.publish(location);
+    Ok(())
 }
 
 /// The valid length of a segment that must have been scanned clean: a sealed segment was

@@ -127,18 +127,48 @@ pub enum SegmentError {
 }
 
 /// Reads every entry of a segment in order, calling `visit` for each valid one, and reports
-/// where the valid part ends. Memory use is one entry, bounded by `WAL_ENTRY_BYTES_MAX`.
-pub fn scan<F: FnMut(ReplayedEntry<'_>)>(
-    path: &Path,
-    mut visit: F,
-) -> Result<ScanEnd, SegmentError> {
+/// where the valid part ends. An entry `visit` refuses (with its reason) ends the valid part
+/// like a bad checksum. Memory use is one entry, bounded by `WAL_ENTRY_BYTES_MAX`.
+pub fn scan<F>(path: &Path, visit: F) -> Result<ScanEnd, SegmentError>
+where
+    F: FnMut(ReplayedEntry<'_>) -> Result<(), String>,
+{
     let io = |source| SegmentError::Io {
         path: path.to_path_buf(),
         source,
     };
     let file = File::open(path).map_err(io)?;
     let file_length = file.metadata().map_err(io)?.len();
-    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let reader = BufReader::with_capacity(1 << 20, file);
+    scan_reader(reader, file_length, visit).map_err(|error| match error {
+        ScanError::Io(source) => io(source),
+        ScanError::BadHeader => SegmentError::BadHeader {
+            path: path.to_path_buf(),
+        },
+    })
+}
+
+/// Why a scan could not start or go on (a torn tail is not an error: see `ScanEnd`).
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("not a Strata V1 WAL segment (bad magic or version)")]
+    BadHeader,
+}
+
+/// `scan` over any reader of a segment's `file_length` bytes (the fuzz targets give it memory).
+/// Every length read from the segment is checked against the bytes that remain and against
+/// `WAL_ENTRY_BYTES_MAX` before a buffer is sized for it.
+pub fn scan_reader<R, F>(
+    mut reader: R,
+    file_length: u64,
+    mut visit: F,
+) -> Result<ScanEnd, ScanError>
+where
+    R: Read,
+    F: FnMut(ReplayedEntry<'_>) -> Result<(), String>,
+{
     let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
     if file_length < SEGMENT_HEADER_BYTES {
         return Ok(ScanEnd::Torn {
@@ -147,11 +177,9 @@ pub fn scan<F: FnMut(ReplayedEntry<'_>)>(
             reason: "segment header incomplete".into(),
         });
     }
-    reader.read_exact(&mut header).map_err(io)?;
+    reader.read_exact(&mut header)?;
     if header != segment_header() {
-        return Err(SegmentError::BadHeader {
-            path: path.to_path_buf(),
-        });
+        return Err(ScanError::BadHeader);
     }
     let mut position = SEGMENT_HEADER_BYTES;
     let mut body = Vec::new();
@@ -171,7 +199,7 @@ pub fn scan<F: FnMut(ReplayedEntry<'_>)>(
             return torn(format!("{remaining} bytes where an entry header needs 8"));
         }
         let mut entry_header = [0u8; ENTRY_HEADER_BYTES as usize];
-        reader.read_exact(&mut entry_header).map_err(io)?;
+        reader.read_exact(&mut entry_header)?;
         let body_length = u32::from_be_bytes(entry_header[..4].try_into().expect("4 bytes")) as u64;
         let crc = u32::from_be_bytes(entry_header[4..].try_into().expect("4 bytes"));
         if body_length < ENTRY_PREFIX_BYTES || body_length as usize > limits::WAL_ENTRY_BYTES_MAX {
@@ -184,7 +212,7 @@ pub fn scan<F: FnMut(ReplayedEntry<'_>)>(
             ));
         }
         body.resize(body_length as usize, 0);
-        reader.read_exact(&mut body).map_err(io)?;
+        reader.read_exact(&mut body)?;
         if crc32c::crc32c(&body) != crc {
             return torn("entry checksum mismatch".into());
         }
@@ -195,13 +223,16 @@ pub fn scan<F: FnMut(ReplayedEntry<'_>)>(
         };
         let topic_id = Uuid::from_slice(&body[..16]).expect("16 bytes");
         let partition = i32::from_be_bytes(body[16..20].try_into().expect("4 bytes"));
-        visit(ReplayedEntry {
+        let entry = ReplayedEntry {
             topic_id,
             partition,
             batch_position: position + ENTRY_HEADER_BYTES + ENTRY_PREFIX_BYTES,
             header,
             batch,
-        });
+        };
+        if let Err(reason) = visit(entry) {
+            return torn(format!("entry refused: {reason}"));
+        }
         position += ENTRY_HEADER_BYTES + body_length;
     }
 }
@@ -210,6 +241,11 @@ fn parse_stored_batch(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(batch)?;
     if header.total_bytes() != batch.len() {
         return Err(BatchError::InvalidLength(header.batch_length));
+    }
+    // The broker assigned these offsets, from 0 and far below i64::MAX (`last + 1` is the next
+    // offset everywhere downstream).
+    if header.base_offset < 0 || header.last_offset() == i64::MAX {
+        return Err(BatchError::OffsetRange(header.base_offset));
     }
     Ok(header)
 }

@@ -375,3 +375,24 @@ async fn disk_faults_refuse_appends_until_they_clear() {
     );
     reopened.wal.close().await;
 }
+
+#[test]
+fn entries_with_offsets_the_writer_cannot_assign_end_the_valid_part() {
+    for base_offset in [-5, i64::MAX - 1] {
+        let mut file = bytes::BytesMut::from(&segment::segment_header()[..]);
+        segment::encode_entry(&mut file, uuid::Uuid::nil(), 0, &batch(2, 1).1, 0);
+        let valid_length = file.len() as u64;
+        segment::encode_entry(&mut file, uuid::Uuid::nil(), 0, &batch(2, 2).1, base_offset);
+        let end = segment::scan_reader(&file[..], file.len() as u64, |_| Ok(())).unwrap();
+        let segment::ScanEnd::Torn {
+            valid_length: cut,
+            reason,
+            ..
+        } = end
+        else {
+            panic!("base offset {base_offset} was accepted");
+        };
+        assert_eq!(cut, valid_length);
+        assert!(reason.contains("offsets"), "{reason}");
+    }
+}

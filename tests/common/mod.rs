@@ -271,7 +271,23 @@ pub struct Conn {
 
 impl Conn {
     pub async fn connect(addr: SocketAddr) -> Conn {
-        let stream = tokio::time::timeout(RESPONSE_TIMEOUT, TcpStream::connect(addr))
+        Conn::connected(TcpStream::connect(addr)).await
+    }
+
+    /// Connects from a chosen local address (any of 127.0.0.0/8 works on Linux), as a client on
+    /// another host would.
+    pub async fn connect_from(addr: SocketAddr, local: std::net::IpAddr) -> Conn {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind(SocketAddr::new(local, 0))
+            .expect("bind the local address");
+        Conn::connected(socket.connect(addr)).await
+    }
+
+    async fn connected(
+        connect: impl std::future::Future<Output = std::io::Result<TcpStream>>,
+    ) -> Conn {
+        let stream = tokio::time::timeout(RESPONSE_TIMEOUT, connect)
             .await
             .expect("connect timed out")
             .expect("connect to the broker");
@@ -833,6 +849,32 @@ pub fn assert_crc_valid(batch: &[u8]) {
         "CRC-32C of the batch at offset {}",
         batch_base_offset(batch)
     );
+}
+
+/// A metric's value from the Prometheus text at `GET /metrics`; `name` includes any labels
+/// (`strata_connections_refused_total{reason="max_connections"}`).
+pub async fn metric(admin: SocketAddr, name: &str) -> u64 {
+    let mut stream = TcpStream::connect(admin).await.unwrap();
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let prefix = format!("{name} ");
+    let line = response
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {name} in {response}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmSize` ...).
+pub fn process_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// A bare HTTP/1.1 call to the admin API with an optional JSON body and bearer token:

@@ -13,8 +13,8 @@ import time
 import pytest
 
 import wire
-from helpers import (Deliveries, confluent_producer, consume_confluent, create_topic, unique_topic,
-                     watermarks)
+from helpers import (Deliveries, confluent_producer, consume_confluent, consume_kafka_python,
+                     create_topic, unique_topic, watermarks)
 
 
 class BackgroundProducer(threading.Thread):
@@ -209,3 +209,39 @@ def test_no_cpu_spin_after_peers_leave_mid_frame(broker):
     used = broker.cpu_seconds() - before
     assert used < 0.5, f"idle broker used {used:.2f} s of CPU in 3 s after peers left mid-frame"
     assert broker.alive()
+
+
+def _timed_out(b, reason: str) -> int:
+    status, text = b.http_get("/metrics")
+    assert status == 200, f"GET /metrics: {status}"
+    prefix = f'strata_connections_timed_out_total{{reason="{reason}"}} '
+    lines = [line for line in text.decode().splitlines() if line.startswith(prefix)]
+    assert lines, f"no {prefix.strip()} in /metrics"
+    return int(float(lines[0].split()[-1]))
+
+
+def test_real_clients_carry_on_across_idle_closes(start_broker):
+    """Kafka closes idle connections (connections.max.idle.ms) and clients reconnect on their
+    own: the same producer and consumer keep working after the broker closed theirs."""
+    b = start_broker("--connections-max-idle-ms", "1000")
+    topic = unique_topic("idle")
+    create_topic(b.bootstrap, topic, 1)
+    d = Deliveries()
+    p = confluent_producer(b.bootstrap, **{"acks": "all", "linger.ms": 0})
+    for round_ in range(3):
+        for i in range(10):
+            p.produce(topic, f"r{round_}-{i}".encode(), partition=0, on_delivery=d)
+        p.flush(30)
+        # Quiet for longer than the idle timeout: the broker closes the producer's connection.
+        before = _timed_out(b, "idle")
+        deadline = time.monotonic() + 20
+        while _timed_out(b, "idle") == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _timed_out(b, "idle") > before, "no idle connection was closed within 20 s"
+    assert not d.failed, d.failures_summary()
+    assert len(d.acked) == 30
+    got = consume_confluent(b.bootstrap, topic, {0: 30})
+    assert [r.value for r in got[0]] == [f"r{r}-{i}".encode() for r in range(3) for i in range(10)]
+    got = consume_kafka_python(b.bootstrap, topic, {0: 30})
+    assert len(got[0]) == 30
+    assert b.alive()

@@ -7,6 +7,40 @@
 /// Strata patch: the most elements an array decoder reserves before it has read them.
 const PREALLOCATED_ELEMENTS_MAX: usize = 64;
 
+thread_local! {
+    /// Strata patch: bytes of array elements (at their in-memory size) the decode running on
+    /// this thread may still produce; unlimited outside `with_element_budget`.
+    static ELEMENT_BYTES_LEFT: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+/// Strata patch: runs `decode` allowing its arrays at most `bytes` of elements, counted at
+/// their in-memory size. An element can be many times larger in memory than on the wire (an
+/// empty topic name is 2 bytes there and a 72-byte struct here), so without a budget a frame of
+/// millions of tiny elements decodes into gigabytes. Past the budget, decoding fails.
+pub fn with_element_budget<R>(bytes: usize, decode: impl FnOnce() -> R) -> R {
+    /// Puts the previous budget back, also when `decode` panics.
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ELEMENT_BYTES_LEFT.with(|left| left.set(self.0));
+        }
+    }
+    let _restore = Restore(ELEMENT_BYTES_LEFT.with(|left| left.replace(bytes)));
+    decode()
+}
+
+/// Strata patch: takes one element of type `T` from the budget.
+fn charge_element<T>() -> Result<()> {
+    let cost = std::mem::size_of::<T>().max(1);
+    ELEMENT_BYTES_LEFT.with(|left| match left.get().checked_sub(cost) {
+        Some(rest) => {
+            left.set(rest);
+            Ok(())
+        }
+        None => bail!("decoded arrays exceed their memory budget"),
+    })
+}
+
 use super::{Decodable, Decoder, Encodable, Encoder, NewType, StrBytes};
 use crate::protocol::buf::{ByteBuf, ByteBufMut};
 use anyhow::{bail, Result};
@@ -991,6 +1025,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
                 // Strata patch: the count comes from the wire; never pre-allocate more than a small bound.
                 let mut result = Vec::with_capacity((n as usize).min(PREALLOCATED_ELEMENTS_MAX));
                 for _ in 0..n {
+                    charge_element::<T>()?;
                     result.push(self.0.decode(buf)?);
                 }
                 Ok(Some(result))
@@ -1100,6 +1135,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
                 // Strata patch: the count comes from the wire; never pre-allocate more than a small bound.
                 let mut result = Vec::with_capacity(((n - 1) as usize).min(PREALLOCATED_ELEMENTS_MAX));
                 for _ in 1..n {
+                    charge_element::<T>()?;
                     result.push(self.0.decode(buf)?);
                 }
                 Ok(Some(result))
