@@ -138,6 +138,12 @@ pub const PRODUCER_ID_RESTORE_MARGIN: i64 = 1_000_000;
 /// disk's and indexing takes what is left (it has the WAL's disk budget to catch up in).
 pub const BACKGROUND_NICE: i32 = 10;
 
+/// How long the indexer waits for the hot search index to cover a sealed segment (a refresh
+/// pass that began after the seal) before it indexes the records itself. Packing the hot index
+/// saves indexing every record twice; the wait is normally one pass, and the WAL's disk budget
+/// absorbs it when the refresher is behind.
+pub const INDEXER_HOT_INDEX_WAIT_MS: u64 = 30_000;
+
 /// Memory the Tantivy writer of one segment object may use while indexing (one thread).
 pub const INDEX_WRITER_BYTES: usize = 32 * 1024 * 1024;
 

@@ -153,6 +153,11 @@ async fn sealed_segments_move_to_the_bucket_and_read_back_identical() {
     );
 
     assert_object_index_finds(&moto.endpoint, url, segments[0], 500).await;
+    assert_eq!(
+        common::metric(strata.admin, "strata_hot_indexes_packed_total").await,
+        1,
+        "the object's index is the segment's hot index, not a second indexing"
+    );
 
     let (status, tiers) = http(strata.admin, "GET", "/v1/topics/tiered/partitions").await;
     assert_eq!(status, 200);

@@ -7,6 +7,7 @@
 //! with backoff; produce keeps writing to the WAL meanwhile.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use crate::metadata::catalog::CatalogEntry;
 use crate::partition::{BatchLocation, RemoteSegment, Topics};
 use crate::protocol::record_batch::BatchHeader;
 use crate::segment::canonical::CanonicalBatch;
-use crate::segment::index::IndexBuilder;
+use crate::segment::index::{IndexBuilder, IndexFiles};
 use crate::segment::object::{Footer, ObjectBuilder};
 
 #[derive(Debug, thiserror::Error)]
@@ -166,7 +167,11 @@ async fn index_segment(broker: &Arc<Broker>, id: u64) -> Result<Option<Uploaded>
         trim(broker, id, &entry.footer).await?;
         return Ok(None);
     }
-    let staged = build(broker, id).await?;
+    // The hot search index of the segment, once it holds every record, is the object's index:
+    // waiting for it costs less than indexing every record a second time.
+    let wait = Duration::from_millis(limits::INDEXER_HOT_INDEX_WAIT_MS);
+    let hot = broker.search.hot.covered_index(id, wait).await;
+    let staged = build(broker, id, hot).await?;
     if staged.footer.partitions.is_empty() {
         // Only batches of deleted topics: nothing to keep.
         trim(broker, id, &staged.footer).await?;
@@ -224,9 +229,13 @@ struct Staged {
 /// Packs a sealed segment's live batches into an object, per partition in offset order, in a
 /// temporary file. Memory is bounded by a batch and the index writer's budget, not by the
 /// segment: the batches are read back from the WAL one at a time, in partition order.
-async fn build(broker: &Arc<Broker>, id: u64) -> Result<Staged, IndexerError> {
+async fn build(
+    broker: &Arc<Broker>,
+    id: u64,
+    hot: Option<PathBuf>,
+) -> Result<Staged, IndexerError> {
     let broker = broker.clone();
-    background::run("strata-indexer", move || build_blocking(&broker, id))
+    background::run("strata-indexer", move || build_blocking(&broker, id, hot))
         .await
         .map_err(|e| IndexerError::Build {
             id,
@@ -234,7 +243,17 @@ async fn build(broker: &Arc<Broker>, id: u64) -> Result<Staged, IndexerError> {
         })?
 }
 
-fn build_blocking(broker: &Broker, id: u64) -> Result<Staged, IndexerError> {
+/// Where an object's search index comes from.
+enum ObjectIndex {
+    /// The segment's covered hot index, in this directory.
+    Hot(PathBuf),
+    /// Built here, from the records.
+    Built(Box<IndexBuilder>),
+}
+
+/// With `hot`, the directory of the segment's covered hot index, that index is packed into the
+/// object as it is; otherwise the records are indexed here.
+fn build_blocking(broker: &Broker, id: u64, hot: Option<PathBuf>) -> Result<Staged, IndexerError> {
     let failed = |reason: String| IndexerError::Build { id, reason };
     let partitions = locate_batches(broker, id)?;
     let staging = broker.config.data_dir.join(STAGING_DIR);
@@ -242,7 +261,12 @@ fn build_blocking(broker: &Broker, id: u64) -> Result<Staged, IndexerError> {
     let file = tempfile::NamedTempFile::new_in(&staging).map_err(|e| failed(e.to_string()))?;
     let sink = std::io::BufWriter::with_capacity(limits::SEGMENT_BLOCK_BYTES, file.as_file());
     let mut builder = ObjectBuilder::new(sink).map_err(|e| failed(e.to_string()))?;
-    let mut index = IndexBuilder::new(&staging).map_err(|e| failed(e.to_string()))?;
+    let mut index = match hot {
+        Some(dir) => ObjectIndex::Hot(dir),
+        None => ObjectIndex::Built(Box::new(
+            IndexBuilder::new(&staging).map_err(|e| failed(e.to_string()))?,
+        )),
+    };
     for ((topic_id, partition), locations) in partitions {
         builder.start_partition(topic_id, partition);
         for location in locations {
@@ -254,14 +278,23 @@ fn build_blocking(broker: &Broker, id: u64) -> Result<Staged, IndexerError> {
             builder
                 .add_batch(&header, &batch)
                 .map_err(|e| failed(e.to_string()))?;
-            index_batch(&mut index, &topic_id, partition, &header, &batch)
-                .map_err(|e| failed(e.to_string()))?;
+            if let ObjectIndex::Built(index) = &mut index {
+                index_batch(index, &topic_id, partition, &header, &batch)
+                    .map_err(|e| failed(e.to_string()))?;
+            }
         }
     }
-    let index = index.finish().map_err(|e| failed(e.to_string()))?;
+    let packed_hot = matches!(index, ObjectIndex::Hot(_));
+    let files = match index {
+        ObjectIndex::Built(index) => index.finish(),
+        ObjectIndex::Hot(dir) => IndexFiles::committed(&dir),
+    };
     builder
-        .add_index_files(&index)
+        .add_index_files(&files.map_err(|e| failed(e.to_string()))?)
         .map_err(|e| failed(e.to_string()))?;
+    if packed_hot {
+        broker.metrics.hot_indexes_packed.inc();
+    }
     let (_, footer) = builder.finish().map_err(|e| failed(e.to_string()))?;
     let bytes = file
         .as_file()

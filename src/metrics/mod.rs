@@ -14,6 +14,7 @@ use crate::server::ServerError;
 pub struct Metrics {
     registry: Registry,
     pub objects_uploaded: IntCounter,
+    pub hot_indexes_packed: IntCounter,
     pub bytes_uploaded: IntCounter,
     pub upload_failures: IntCounter,
     pub object_gets: IntCounter,
@@ -74,6 +75,10 @@ impl Default for Metrics {
             objects_uploaded: counter(
                 "objects_uploaded_total",
                 "Segment objects uploaded to object storage.",
+            ),
+            hot_indexes_packed: counter(
+                "hot_indexes_packed_total",
+                "Segment objects whose search index is the WAL segment's hot index, packed as it is instead of indexing the records again.",
             ),
             bytes_uploaded: counter(
                 "object_bytes_uploaded_total",

@@ -4,15 +4,21 @@
 //! reads, every refresh interval, the batches each partition published above what it already
 //! indexed, and commits. The produce path does no work for it.
 //!
-//! An index lives as long as its WAL segment: once the indexer uploads the segment and deletes
-//! it, its hot index is deleted too. Meanwhile the same records are in both tiers; a search
+//! An index lives as long as its WAL segment. Once a pass that began after the segment was
+//! sealed has finished, the segment's index holds every record of it and is closed ("covered");
+//! the indexer then packs that very index into the segment's object instead of indexing the
+//! records a second time. Once the indexer uploads the segment and deletes it, its hot index is
+//! deleted too. Meanwhile the same records are in both tiers; a search
 //! takes each offset from one tier only (see `search::ranges`). The directory is emptied at
 //! start-up and rebuilt from the WAL.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument};
 use uuid::Uuid;
@@ -25,10 +31,17 @@ use crate::segment::index::{document, schema, Fields};
 
 use super::SearchError;
 
-/// Readers of the hot indexes, by WAL segment; shared with searches.
+/// Readers of the hot indexes, by WAL segment; shared with searches and the indexer.
 pub struct HotIndex {
     root: PathBuf,
     readers: Mutex<BTreeMap<u64, IndexReader>>,
+    /// Segments below this one are covered: a pass that began after they were sealed finished,
+    /// and their writers are closed. 0 after a reset.
+    covered_below: AtomicU64,
+    /// Asks the refresher for a pass now (the indexer is waiting for a sealed segment).
+    wake: Notify,
+    /// Notified at the end of every pass.
+    passed: Notify,
 }
 
 impl HotIndex {
@@ -42,7 +55,28 @@ impl HotIndex {
         Ok(HotIndex {
             root,
             readers: Mutex::new(BTreeMap::new()),
+            covered_below: AtomicU64::new(0),
+            wake: Notify::new(),
+            passed: Notify::new(),
         })
+    }
+
+    /// Waits, up to `wait`, until sealed `segment` is covered, asking the refresher for a pass;
+    /// then the directory of its index, if it has one (a segment without a record of a live
+    /// topic has none). `None` also when the refresher did not get there in time.
+    pub async fn covered_index(&self, segment: u64, wait: Duration) -> Option<PathBuf> {
+        let deadline = tokio::time::Instant::now() + wait;
+        while self.covered_below.load(Ordering::Acquire) <= segment {
+            let passed = self.passed.notified();
+            tokio::pin!(passed);
+            passed.as_mut().enable();
+            self.wake.notify_one();
+            if tokio::time::timeout_at(deadline, passed).await.is_err() {
+                return None;
+            }
+        }
+        let dir = self.root.join(format!("{segment:020}"));
+        dir.join("meta.json").exists().then_some(dir)
     }
 
     /// A searcher of every hot index, as of its last refresh.
@@ -117,9 +151,11 @@ pub async fn run(broker: Arc<Broker>) {
                 return;
             }
         }
+        broker.search.hot.passed.notify_waiters();
         tokio::select! {
             _ = broker.shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
+            _ = broker.search.hot.wake.notified() => {}
         }
     }
 }
@@ -151,13 +187,26 @@ impl Refresher {
         for segment in touched {
             self.commit(segment)?;
         }
-        self.retire(active)
+        self.retire(active)?;
+        self.broker
+            .search
+            .hot
+            .covered_below
+            .fetch_max(active, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Forgets every hot index, to be rebuilt from the WAL by the next pass: after a failed
     /// pass, uncommitted documents and the positions reached would disagree.
     fn reset(&mut self) {
-        self.writers.clear();
+        self.broker
+            .search
+            .hot
+            .covered_below
+            .store(0, Ordering::Release);
+        for (_, writer) in std::mem::take(&mut self.writers) {
+            close(writer);
+        }
         self.indexed.clear();
         for segment in std::mem::take(&mut self.readers).into_keys() {
             self.remove(segment);
@@ -216,7 +265,9 @@ impl Refresher {
                 // Rebuilding a long WAL at start-up touches many segments in one pass.
                 let oldest = *self.writers.keys().next().expect("not empty");
                 self.commit(oldest)?;
-                self.writers.remove(&oldest);
+                if let Some(writer) = self.writers.remove(&oldest) {
+                    close(writer);
+                }
             }
             let dir = self.dir(segment);
             let index = if self.readers.contains_key(&segment) {
@@ -257,7 +308,12 @@ impl Refresher {
     /// Closes the writers of sealed segments (fully indexed now) and deletes the indexes of
     /// segments no longer in the WAL.
     fn retire(&mut self, active: u64) -> Result<(), SearchError> {
-        self.writers.retain(|segment, _| *segment >= active);
+        let sealed: Vec<u64> = self.writers.range(..active).map(|(s, _)| *s).collect();
+        for segment in sealed {
+            if let Some(writer) = self.writers.remove(&segment) {
+                close(writer);
+            }
+        }
         let on_disk: BTreeSet<u64> = self.broker.wal.sealed_segments().into_iter().collect();
         let gone: Vec<u64> = self
             .readers
@@ -270,6 +326,14 @@ impl Refresher {
             self.remove(segment);
         }
         Ok(())
+    }
+}
+
+/// Drops a writer once its merges are done, so that nothing writes to its index afterwards
+/// (the indexer may be copying its files).
+fn close(writer: IndexWriter) {
+    if let Err(error) = writer.wait_merging_threads() {
+        tracing::warn!(%error, "a hot search index merge failed");
     }
 }
 

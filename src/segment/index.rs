@@ -7,7 +7,7 @@
 //! the async executor and its files are packed into the object, after the data blocks.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tantivy::schema::{Field, OwnedValue, Schema, FAST, INDEXED, STRING, TEXT};
 use tantivy::TantivyDocument as Document;
@@ -23,6 +23,8 @@ pub enum IndexError {
     Tantivy(#[from] tantivy::TantivyError),
     #[error("index directory: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the index in {0} has another schema than this broker's")]
+    Schema(String),
 }
 
 /// The schema's fields.
@@ -105,26 +107,62 @@ impl IndexBuilder {
         }
         names.sort();
         Ok(IndexFiles {
-            dir: self.dir,
+            dir: self.dir.path().to_path_buf(),
             names,
+            _temporary: Some(self.dir),
         })
     }
 }
 
-/// A finished index: its files, in a temporary directory removed on drop.
+/// A finished index: the files to pack into an object.
 pub struct IndexFiles {
-    dir: tempfile::TempDir,
+    dir: PathBuf,
     names: Vec<String>,
+    /// The temporary directory of an index built for one object, removed on drop.
+    _temporary: Option<tempfile::TempDir>,
 }
 
 impl IndexFiles {
+    /// The files of the committed index in `dir`, a directory owned elsewhere (the hot index of
+    /// a WAL segment): `meta.json` and the files of the segments it names, nothing a merge left
+    /// behind. Its schema must be this broker's.
+    pub fn committed(dir: &Path) -> Result<IndexFiles, IndexError> {
+        let index = Index::open_in_dir(dir)?;
+        if index.schema() != schema().0 {
+            return Err(IndexError::Schema(dir.display().to_string()));
+        }
+        let segments: Vec<String> = index
+            .searchable_segment_metas()?
+            .iter()
+            .map(|meta| meta.id().uuid_string())
+            .collect();
+        // A segment's files are `<segment id>.<component>`; records are never deleted here, so
+        // there are no delete files to pick a generation of.
+        let mut names = vec!["meta.json".to_string()];
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            let of_a_segment = name
+                .split_once('.')
+                .is_some_and(|(id, _)| segments.iter().any(|s| s == id));
+            if of_a_segment && !name.ends_with(".temp") {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(IndexFiles {
+            dir: dir.to_path_buf(),
+            names,
+            _temporary: None,
+        })
+    }
+
     /// The file names, sorted.
     pub fn names(&self) -> &[String] {
         &self.names
     }
 
     pub fn open(&self, name: &str) -> std::io::Result<std::fs::File> {
-        std::fs::File::open(self.dir.path().join(name))
+        std::fs::File::open(self.dir.join(name))
     }
 }
 
