@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -60,6 +61,8 @@ pub struct Broker {
     pub indexer_lock: tokio::sync::Mutex<()>,
     /// Where sealed WAL segments go (tiered storage).
     pub object_store: Arc<dyn ObjectStore>,
+    /// The folder behind a `file://` object store, where staged objects are renamed into place.
+    pub local_objects: Option<LocalFileSystem>,
     /// Notified after every group commit that published data (wakes long-polling fetches).
     pub data_arrived: Arc<Notify>,
     /// Injected faults (tests, `--fault-injection`); every point passes when off.
@@ -190,6 +193,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         topics,
         wal,
         object_store,
+        local_objects: object_storage::local_folder(&object_store_url, &faults),
         data_arrived,
         faults,
         shutdown: shutdown.clone(),

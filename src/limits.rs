@@ -100,6 +100,10 @@ pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Target size of one data block in a segment object: the unit of a cold read and of the cache.
 pub const SEGMENT_BLOCK_BYTES: usize = 1024 * 1024;
 
+/// Bytes of a staged object written before the indexer asks the kernel to write them out: the
+/// object reaches the disk in steps this size, so a WAL fsync never waits behind a whole one.
+pub const STAGING_WRITEBACK_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Bytes read from an object's end to find its footer; a larger footer takes a second read.
 pub const SEGMENT_TAIL_READ_BYTES: usize = 64 * 1024;
 

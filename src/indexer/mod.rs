@@ -177,7 +177,7 @@ async fn index_segment(broker: &Arc<Broker>, id: u64) -> Result<Option<Uploaded>
         trim(broker, id, &staged.footer).await?;
         return Ok(None);
     }
-    upload(broker.object_store.as_ref(), &key, &staged).await?;
+    put_object(broker, &key, &staged).await?;
     broker
         .faults
         .pass(Point::IndexerAfterUploadBeforeCatalog)
@@ -259,7 +259,10 @@ fn build_blocking(broker: &Broker, id: u64, hot: Option<PathBuf>) -> Result<Stag
     let staging = broker.config.data_dir.join(STAGING_DIR);
     std::fs::create_dir_all(&staging).map_err(|e| failed(e.to_string()))?;
     let file = tempfile::NamedTempFile::new_in(&staging).map_err(|e| failed(e.to_string()))?;
-    let sink = std::io::BufWriter::with_capacity(limits::SEGMENT_BLOCK_BYTES, file.as_file());
+    let sink = std::io::BufWriter::with_capacity(
+        limits::SEGMENT_BLOCK_BYTES,
+        Trickle::new(file.as_file()),
+    );
     let mut builder = ObjectBuilder::new(sink).map_err(|e| failed(e.to_string()))?;
     let mut index = match hot {
         Some(dir) => ObjectIndex::Hot(dir),
@@ -308,6 +311,60 @@ fn build_blocking(broker: &Broker, id: u64, hot: Option<PathBuf>) -> Result<Stag
     })
 }
 
+/// A staged object's file that asks the kernel to start writing its pages out every
+/// `STAGING_WRITEBACK_BYTES`. Left to itself the kernel writes a whole object out in one burst,
+/// and every WAL fsync meanwhile waits behind it (a disk flush covers everything written).
+struct Trickle<'a> {
+    file: &'a std::fs::File,
+    written: u64,
+    started: u64,
+}
+
+impl<'a> Trickle<'a> {
+    fn new(file: &'a std::fs::File) -> Trickle<'a> {
+        Trickle {
+            file,
+            written: 0,
+            started: 0,
+        }
+    }
+
+    /// Starts writeback of what was written since the last call; waits for nothing. A failure
+    /// only means the kernel writes the pages later, as it would anyway.
+    fn start_writeback(&mut self) {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let length = (self.written - self.started) as libc::off64_t;
+            // SAFETY: plain integers; the descriptor is open for as long as `self.file`.
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    self.started as libc::off64_t,
+                    length,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+        }
+        self.started = self.written;
+    }
+}
+
+impl std::io::Write for Trickle<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.file.write(buf)?;
+        self.written += written as u64;
+        if self.written - self.started >= limits::STAGING_WRITEBACK_BYTES {
+            self.start_writeback();
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Where each live partition's batches lie in a sealed segment, in offset order (one scan,
 /// which also checks every entry).
 fn locate_batches(
@@ -351,6 +408,59 @@ fn index_batch(
             Ok(())
         }
     }
+}
+
+/// Puts a staged object in the bucket. A `file://` bucket on the staging file's file system gets
+/// the staged file itself, renamed into place: the object is not written a second time.
+async fn put_object(broker: &Arc<Broker>, key: &Path, staged: &Staged) -> Result<(), IndexerError> {
+    let Some(local) = &broker.local_objects else {
+        return upload(broker.object_store.as_ref(), key, staged).await;
+    };
+    let target = local
+        .path_to_filesystem(key)
+        .map_err(|source| IndexerError::Upload {
+            key: key.to_string(),
+            source,
+        })?;
+    let staged_file = staged.file.as_file().try_clone();
+    let staged_path = staged.file.path().to_path_buf();
+    let moved =
+        tokio::task::spawn_blocking(move || rename_into_place(staged_file?, &staged_path, &target))
+            .await
+            .map_err(std::io::Error::other)
+            .flatten();
+    match moved {
+        Ok(true) => Ok(()),
+        Ok(false) => upload(broker.object_store.as_ref(), key, staged).await,
+        Err(source) => Err(IndexerError::Staged {
+            key: key.to_string(),
+            source,
+        }),
+    }
+}
+
+/// Renames a staged object to `target` durably: the data, then the rename, are on disk before
+/// the catalog records the object (object_store's own local PUT does not fsync). False when
+/// `target` is on another file system, which only an upload (a copy) can reach.
+fn rename_into_place(
+    staged: std::fs::File,
+    staged_path: &std::path::Path,
+    target: &std::path::Path,
+) -> std::io::Result<bool> {
+    staged.sync_all()?;
+    let folder = target
+        .parent()
+        .ok_or_else(|| std::io::Error::other("an object key names no folder"))?;
+    std::fs::create_dir_all(folder)?;
+    match std::fs::rename(staged_path, target) {
+        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => return Ok(false),
+        result => result?,
+    }
+    // The object's folder and its parent: both may have been created just now.
+    for dir in folder.ancestors().take(2) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(true)
 }
 
 /// Uploads a staged object: one PUT below `MULTIPART_THRESHOLD_BYTES`, otherwise parts read
@@ -522,10 +632,67 @@ mod tests {
         );
     }
 
-    /// `object` as the indexer stages it, in a temporary file.
-    fn staged(object: &[u8]) -> Staged {
+    /// A `file://` bucket gets the staged file itself, under the key's folders (made as
+    /// needed), replacing a copy an earlier attempt left; the store reads it back as written.
+    #[tokio::test]
+    async fn a_staged_object_is_renamed_into_a_local_bucket() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+        let key = Path::from("v2/segments/x/00000000000000000001.seg");
+        let target = local.path_to_filesystem(&key).unwrap();
+        for object in [&b"an earlier attempt"[..], &b"the object"[..]] {
+            let staged = staged_in(dir.path(), object);
+            let file = staged.file.as_file().try_clone().unwrap();
+            assert!(rename_into_place(file, staged.file.path(), &target).unwrap());
+            assert!(!staged.file.path().exists(), "moved, not copied");
+        }
+        let read = local.get(&key).await.unwrap().bytes().await.unwrap();
+        assert_eq!(&read[..], b"the object");
+    }
+
+    /// Across file systems a rename cannot work: the caller is told to upload instead. Needs
+    /// a second file system (`/dev/shm`, a tmpfs on Linux); says so where there is none.
+    #[test]
+    fn a_local_bucket_on_another_file_system_is_not_renamed_into() {
+        use std::os::unix::fs::MetadataExt;
+        let staging = tempfile::tempdir().unwrap();
+        let Ok(bucket) = tempfile::tempdir_in("/dev/shm") else {
+            eprintln!("no /dev/shm: skipped");
+            return;
+        };
+        let device = |p: &std::path::Path| std::fs::metadata(p).unwrap().dev();
+        if device(staging.path()) == device(bucket.path()) {
+            eprintln!("/dev/shm is on the staging file system here: skipped");
+            return;
+        }
+        let staged = staged_in(staging.path(), b"object");
+        let file = staged.file.as_file().try_clone().unwrap();
+        let target = bucket.path().join("v2/object.seg");
+        assert!(!rename_into_place(file, staged.file.path(), &target).unwrap());
+        assert!(staged.file.path().exists(), "left for the upload");
+    }
+
+    /// The staged object passes through the writeback trickle unchanged.
+    #[test]
+    fn the_trickle_writes_every_byte_in_order() {
+        use std::io::{Read, Seek, Write};
+        let file = tempfile::tempfile().unwrap();
+        let chunk: Vec<u8> = (0..=255u8).cycle().take(1_000_003).collect();
+        let mut trickle = Trickle::new(&file);
+        for _ in 0..10 {
+            trickle.write_all(&chunk).unwrap();
+        }
+        assert_eq!(trickle.written, 10 * chunk.len() as u64);
+        assert!(trickle.started > 0, "writeback was started on the way");
+        let mut back = Vec::new();
+        (&file).seek(std::io::SeekFrom::Start(0)).unwrap();
+        (&file).read_to_end(&mut back).unwrap();
+        assert_eq!(back, chunk.repeat(10));
+    }
+
+    fn staged_in(dir: &std::path::Path, object: &[u8]) -> Staged {
         use std::io::Write;
-        let mut file = tempfile::NamedTempFile::new().unwrap();
+        let mut file = tempfile::NamedTempFile::new_in(dir).unwrap();
         file.write_all(object).unwrap();
         Staged {
             file,
@@ -535,6 +702,11 @@ mod tests {
                 index_files: Vec::new(),
             },
         }
+    }
+
+    /// `object` as the indexer stages it, in a temporary file.
+    fn staged(object: &[u8]) -> Staged {
+        staged_in(&std::env::temp_dir(), object)
     }
 
     fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

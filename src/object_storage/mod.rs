@@ -108,6 +108,19 @@ pub async fn open_with(
     Ok(store)
 }
 
+/// The local folder of a `file://` URL as `object_store` lays it out, for the indexer to move a
+/// staged object into place instead of copying it. None for other stores, and when faults are
+/// injected (they act on requests, which a rename would bypass).
+pub fn local_folder(url: &str, faults: &crate::faults::Faults) -> Option<LocalFileSystem> {
+    if faults.is_enabled() {
+        return None;
+    }
+    let Ok(Location::File(path)) = Location::parse(url) else {
+        return None;
+    };
+    LocalFileSystem::new_with_prefix(path).ok()
+}
+
 async fn build(
     url: &str,
     endpoint: Option<&str>,
