@@ -20,6 +20,7 @@ use strata::partition::{Partition, RemoteSegment, Topics};
 use strata::protocol::record_batch::BatchHeader;
 use strata::reader::{batches_from, Reader};
 use strata::segment::canonical::CanonicalBatch;
+use strata::segment::index::IndexBuilder;
 use strata::segment::object::ObjectBuilder;
 use strata::wal::{Wal, WalOptions};
 use tokio::sync::Notify;
@@ -209,5 +210,60 @@ fn cold_read_cached_block(bencher: Bencher) {
                 let bytes = reader.read_block(&segment, &block).await.expect("read");
                 batches_from(&bytes, middle, 8 << 20, true).expect("slice")
             })
+        });
+}
+
+/// One 64-record batch of JSON log lines of about 1 KiB (words a search would look for).
+fn log_line_batch() -> CanonicalBatch {
+    let words = [
+        "disk", "fetch", "commit", "timeout", "retry", "group", "offset", "bucket",
+    ];
+    let records: Vec<Record> = (0..64i64)
+        .map(|i| {
+            let mut message = String::new();
+            let mut n = i as usize;
+            while message.len() < 900 {
+                n = n
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                message.push_str(words[(n >> 33) % words.len()]);
+                message.push_str(&format!("{} ", (n >> 40) % 10_000));
+            }
+            let value = format!(
+                r#"{{"level":"{}","service":"svc-{}","message":"{message}"}}"#,
+                ["info", "warn", "error"][i as usize % 3],
+                i % 7
+            );
+            plain_record(i, 1_700_000_000_000 + i, None, value.into())
+        })
+        .collect();
+    let mut buffer = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buffer, records.iter(), &options).expect("encode");
+    CanonicalBatch::from_batch(&buffer).expect("decodes")
+}
+
+/// Tantivy indexing of 4 MiB of records (64 batches of 64), committed: the search index's
+/// cost per record, for values that are one long word (what `strata bench` sends) and for
+/// JSON log lines.
+#[divan::bench(args = ["letters", "log lines"], sample_count = 10)]
+fn record_indexing(bencher: Bencher, values: &str) {
+    let batch = match values {
+        "letters" => CanonicalBatch::from_batch(&batch(64, Compression::None)).expect("decodes"),
+        _ => log_line_batch(),
+    };
+    let parent = tempfile::tempdir().expect("temporary directory");
+    let topic_id = uuid::Uuid::nil();
+    bencher
+        .counter(divan::counter::ItemsCount::new(64 * 64usize))
+        .bench(|| {
+            let mut builder = IndexBuilder::new(parent.path()).expect("index");
+            for _ in 0..64 {
+                builder.add_batch(&topic_id, 0, &batch).expect("indexed");
+            }
+            builder.finish().expect("committed")
         });
 }
