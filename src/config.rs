@@ -231,6 +231,13 @@ pub struct Config {
     #[arg(long, env = "STRATA_SEARCH_REFRESH_MS", default_value_t = 1000)]
     pub search_refresh_ms: u64,
 
+    /// WAL bytes the hot search index may fall behind before produce requests are held (up to
+    /// half their timeout, at most 5 s) while it catches up: on a machine whose CPU cannot index
+    /// as fast as the disk takes records, produce slows to the indexing rate instead of growing
+    /// the WAL until `--wal-disk-bytes-max` refuses it. 0 never holds a request.
+    #[arg(long, env = "STRATA_SEARCH_LAG_BYTES_MAX", default_value_t = 256 * 1024 * 1024)]
+    pub search_lag_bytes_max: u64,
+
     /// Tests only: turns on the fault-injection points (src/faults.rs) and `/v1/faults` on the
     /// admin API. Refused with a non-loopback admin listener.
     #[arg(long, env = "STRATA_FAULT_INJECTION", hide = true)]

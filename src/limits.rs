@@ -89,6 +89,10 @@ pub const FETCH_RESPONSE_BYTES_MAX: usize = 55 * 1024 * 1024;
 /// Longest a produce waits for its append to become durable when the client asks for longer.
 pub const PRODUCE_TIMEOUT_MS_MAX: u64 = 120_000;
 
+/// Longest a produce request is held while the hot search index catches up with the WAL
+/// (`--search-lag-bytes-max`); then it goes ahead, so a stalled index never stops produce.
+pub const PRODUCE_PACE_WAIT_MS_MAX: u64 = 5_000;
+
 /// How long shutdown waits for in-flight requests before it stops waiting.
 pub const SHUTDOWN_GRACE_MS: u64 = 10_000;
 

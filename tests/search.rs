@@ -1,6 +1,7 @@
 //! Search through the real binary with its objects in a real S3 server (moto): the cold tier is
 //! searched through ranged, cached GETs (never the whole object), hits are the records as
-//! produced, and every `/v1` call needs the token.
+//! produced, and every `/v1` call needs the token. And produce waits for the hot index once it
+//! falls behind by `--search-lag-bytes-max`.
 
 mod common;
 #[path = "support/moto.rs"]
@@ -24,6 +25,19 @@ fn record(i: usize) -> TestRecord {
     }
 }
 
+/// Creates `topic` (one partition, kept forever) and produces `RECORDS` records to it, 500 to
+/// a request.
+async fn produce_records(kafka: std::net::SocketAddr, topic: &str) {
+    let mut conn = Conn::connect(kafka).await;
+    conn.create_topic(topic, 1).await;
+    conn.keep_forever(topic).await;
+    for from in (0..RECORDS).step_by(500) {
+        let records: Vec<_> = (from..from + 500).map(record).collect();
+        conn.produce_ok(topic, 0, encode_batch(&records, Compression::None, None))
+            .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cold_tier_on_s3_is_searched_with_ranged_cached_reads() {
     moto::Moto::set_credentials();
@@ -39,18 +53,7 @@ async fn the_cold_tier_on_s3_is_searched_with_ranged_cached_reads() {
         "--cache-disk-bytes",
         "0",
     ]);
-    let mut conn = Conn::connect(strata.kafka).await;
-    conn.create_topic("searched", 1).await;
-    conn.keep_forever("searched").await;
-    for from in (0..RECORDS).step_by(500) {
-        let records: Vec<_> = (from..from + 500).map(record).collect();
-        conn.produce_ok(
-            "searched",
-            0,
-            encode_batch(&records, Compression::None, None),
-        )
-        .await;
-    }
+    produce_records(strata.kafka, "searched").await;
     let admin = strata.admin;
     let (status, run) = admin_call(admin, "POST", "/v1/indexer/run", Some(TOKEN), None).await;
     assert_eq!(status, 200, "{run}");
@@ -83,4 +86,26 @@ async fn the_cold_tier_on_s3_is_searched_with_ranged_cached_reads() {
     assert_eq!(count["total"], RECORDS / 4);
     let (status, _) = admin_call(admin, "GET", path, None, None).await;
     assert_eq!(status, 401);
+}
+
+/// With a hot index refreshed only every minute and a lag budget of 64 KiB, every produce past
+/// the first finds the index behind and waits for a pass: so the batch before the last is
+/// searchable the moment the last is acknowledged, not a minute later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_waits_while_the_hot_index_is_behind() {
+    let strata = Strata::start_with(&[
+        "--search-refresh-ms",
+        "60000",
+        "--search-lag-bytes-max",
+        "65536",
+    ]);
+    produce_records(strata.kafka, "paced").await;
+    let paced = metric(strata.admin, "strata_produce_paced_total").await;
+    assert!(paced >= 1, "no produce request waited for the hot index");
+    let before_last = RECORDS - 501;
+    let path = format!("/v1/search?topic=paced&q=value.n:{before_last}");
+    let (status, body) = admin_call(strata.admin, "GET", &path, None, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total"], 1, "{body}");
+    assert_eq!(body["hits"][0]["offset"], before_last);
 }

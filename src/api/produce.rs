@@ -31,6 +31,7 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, request: ProduceRequest)
     );
     // Queueing for the WAL and waiting for durability share the request's timeout.
     let deadline = tokio::time::Instant::now() + timeout;
+    pace(broker, timeout).await;
     let mut response = ProduceResponse::default();
     let mut waiting: Vec<Waiting> = Vec::new();
     let refusal = refuse_whole_request(&request);
@@ -70,6 +71,22 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, request: ProduceRequest)
         return Reply::None;
     }
     Reply::Deferred(Box::pin(finish(response, waiting, deadline)))
+}
+
+/// Holds the request while the hot search index is too far behind the WAL, for at most half
+/// its timeout (the rest is the WAL's) and `PRODUCE_PACE_WAIT_MS_MAX`.
+async fn pace(broker: &Broker, timeout: Duration) {
+    let wait = (timeout / 2).min(Duration::from_millis(limits::PRODUCE_PACE_WAIT_MS_MAX));
+    let until = tokio::time::Instant::now() + wait;
+    let lag_bytes_max = broker.config.search_lag_bytes_max;
+    if broker
+        .search
+        .hot
+        .pace(&broker.wal, lag_bytes_max, until)
+        .await
+    {
+        broker.metrics.produce_paced.inc();
+    }
 }
 
 /// Problems that refuse every partition of the request.

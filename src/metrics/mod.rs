@@ -15,6 +15,7 @@ pub struct Metrics {
     registry: Registry,
     pub objects_uploaded: IntCounter,
     pub hot_indexes_packed: IntCounter,
+    pub produce_paced: IntCounter,
     pub bytes_uploaded: IntCounter,
     pub upload_failures: IntCounter,
     pub object_gets: IntCounter,
@@ -79,6 +80,10 @@ impl Default for Metrics {
             hot_indexes_packed: counter(
                 "hot_indexes_packed_total",
                 "Segment objects whose search index is the WAL segment's hot index, packed as it is instead of indexing the records again.",
+            ),
+            produce_paced: counter(
+                "produce_paced_total",
+                "Produce requests held while the hot search index caught up with the WAL (--search-lag-bytes-max).",
             ),
             bytes_uploaded: counter(
                 "object_bytes_uploaded_total",

@@ -11,6 +11,11 @@
 //! deleted too. Meanwhile the same records are in both tiers; a search
 //! takes each offset from one tier only (see `search::ranges`). The directory is emptied at
 //! start-up and rebuilt from the WAL.
+//!
+//! Indexing costs more CPU per byte than taking records in, so on a small machine produce can
+//! outrun it. Past `--search-lag-bytes-max` of WAL not yet indexed, produce requests wait for
+//! passes (`HotIndex::pace`): the broker then takes records at the rate it can index them,
+//! searches stay fresh, and the WAL does not grow without bound.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -28,6 +33,7 @@ use crate::limits;
 use crate::partition::BatchLocation;
 use crate::segment::canonical::CanonicalBatch;
 use crate::segment::index::{document, schema, Fields};
+use crate::wal::Wal;
 
 use super::SearchError;
 
@@ -42,6 +48,9 @@ pub struct HotIndex {
     wake: Notify,
     /// Notified at the end of every pass.
     passed: Notify,
+    /// The WAL's appended bytes when the last finished pass began: everything below is
+    /// indexed (or its pass failed, which must not hold produce either).
+    indexed_mark: AtomicU64,
 }
 
 impl HotIndex {
@@ -58,6 +67,7 @@ impl HotIndex {
             covered_below: AtomicU64::new(0),
             wake: Notify::new(),
             passed: Notify::new(),
+            indexed_mark: AtomicU64::new(0),
         })
     }
 
@@ -77,6 +87,29 @@ impl HotIndex {
         }
         let dir = self.root.join(format!("{segment:020}"));
         dir.join("meta.json").exists().then_some(dir)
+    }
+
+    /// While the index is more than `lag_bytes_max` behind the WAL, waits for passes (asking
+    /// for them back to back), until `until` at the latest. True if it waited at all.
+    pub async fn pace(&self, wal: &Wal, lag_bytes_max: u64, until: tokio::time::Instant) -> bool {
+        let lagging = || {
+            wal.appended_bytes()
+                .saturating_sub(self.indexed_mark.load(Ordering::Acquire))
+                > lag_bytes_max
+        };
+        if lag_bytes_max == 0 || !lagging() {
+            return false;
+        }
+        while lagging() {
+            let passed = self.passed.notified();
+            tokio::pin!(passed);
+            passed.as_mut().enable();
+            self.wake.notify_one();
+            if tokio::time::timeout_at(until, passed).await.is_err() {
+                break;
+            }
+        }
+        true
     }
 
     /// A searcher of every hot index, as of its last refresh.
@@ -133,6 +166,7 @@ pub async fn run(broker: Arc<Broker>) {
         let Some(mut current) = refresher.take() else {
             return;
         };
+        let mark = broker.wal.appended_bytes();
         let pass = crate::background::run("strata-search", move || {
             let result = current.refresh();
             (current, result)
@@ -148,12 +182,28 @@ pub async fn run(broker: Arc<Broker>) {
             }
             Err(error) => {
                 tracing::error!(%error, "hot search index refresher stopped");
+                // Nothing indexes any more: produce must not wait for it.
+                broker
+                    .search
+                    .hot
+                    .indexed_mark
+                    .store(u64::MAX, Ordering::Release);
+                broker.search.hot.passed.notify_waiters();
                 return;
             }
         }
+        broker
+            .search
+            .hot
+            .indexed_mark
+            .fetch_max(mark, Ordering::AcqRel);
         broker.search.hot.passed.notify_waiters();
         tokio::select! {
-            _ = broker.shutdown.cancelled() => return,
+            _ = broker.shutdown.cancelled() => {
+                broker.search.hot.indexed_mark.store(u64::MAX, Ordering::Release);
+                broker.search.hot.passed.notify_waiters();
+                return;
+            }
             _ = tokio::time::sleep(interval) => {}
             _ = broker.search.hot.wake.notified() => {}
         }

@@ -124,6 +124,8 @@ pub struct SegmentFiles {
     active: AtomicU64,
     /// Bytes of every segment on disk.
     bytes: AtomicU64,
+    /// Bytes appended since the WAL was opened (never goes down).
+    appended: AtomicU64,
     /// Notified when a segment is sealed (wakes the indexer).
     sealed: Notify,
     /// Seconds each group commit's write and fsync took (the broker registers it).
@@ -184,6 +186,7 @@ impl Wal {
             files: RwLock::new(BTreeMap::new()),
             active: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            appended: AtomicU64::new(0),
             sealed: Notify::new(),
             fsync_seconds: prometheus::Histogram::with_opts(
                 prometheus::HistogramOpts::new(
@@ -366,6 +369,11 @@ impl Wal {
     /// Bytes of WAL on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.files.bytes.load(Ordering::Acquire)
+    }
+
+    /// Bytes appended since the WAL was opened.
+    pub fn appended_bytes(&self) -> u64 {
+        self.files.appended.load(Ordering::Acquire)
     }
 
     /// Stops the writer after everything queued before this call is written and synced.

@@ -274,6 +274,9 @@ impl Writer {
             self.files
                 .bytes
                 .fetch_add(group.buffer.len() as u64, Ordering::AcqRel);
+            self.files
+                .appended
+                .fetch_add(group.buffer.len() as u64, Ordering::AcqRel);
         }
         group.buffer.clear();
         self.spare = std::mem::take(&mut group.buffer);
