@@ -33,6 +33,7 @@ use crate::limits;
 use crate::partition::BatchLocation;
 use crate::segment::canonical::CanonicalBatch;
 use crate::segment::index::{document, schema, Fields};
+use crate::wal::segment::{ENTRY_HEADER_BYTES, ENTRY_PREFIX_BYTES};
 use crate::wal::Wal;
 
 use super::SearchError;
@@ -48,9 +49,12 @@ pub struct HotIndex {
     wake: Notify,
     /// Notified at the end of every pass.
     passed: Notify,
-    /// The WAL's appended bytes when the last finished pass began: everything below is
-    /// indexed (or its pass failed, which must not hold produce either).
+    /// How far into the WAL's appended bytes the index has come: exact at the end of a pass
+    /// (the count when it began; a failed pass counts too, it must not hold produce), and
+    /// estimated from the batches indexed while a pass runs.
     indexed_mark: AtomicU64,
+    /// Notified whenever `indexed_mark` moves (wakes held produce requests).
+    progressed: Notify,
 }
 
 impl HotIndex {
@@ -68,6 +72,7 @@ impl HotIndex {
             wake: Notify::new(),
             passed: Notify::new(),
             indexed_mark: AtomicU64::new(0),
+            progressed: Notify::new(),
         })
     }
 
@@ -101,15 +106,24 @@ impl HotIndex {
             return false;
         }
         while lagging() {
-            let passed = self.passed.notified();
-            tokio::pin!(passed);
-            passed.as_mut().enable();
+            let progressed = self.progressed.notified();
+            tokio::pin!(progressed);
+            progressed.as_mut().enable();
+            if !lagging() {
+                break;
+            }
             self.wake.notify_one();
-            if tokio::time::timeout_at(until, passed).await.is_err() {
+            if tokio::time::timeout_at(until, progressed).await.is_err() {
                 break;
             }
         }
         true
+    }
+
+    /// Moves `indexed_mark` up to `mark` (never down) and wakes held produce requests.
+    fn advance(&self, mark: u64) {
+        self.indexed_mark.fetch_max(mark, Ordering::AcqRel);
+        self.progressed.notify_waiters();
     }
 
     /// A searcher of every hot index, as of its last refresh.
@@ -168,7 +182,7 @@ pub async fn run(broker: Arc<Broker>) {
         };
         let mark = broker.wal.appended_bytes();
         let pass = crate::background::run("strata-search", move || {
-            let result = current.refresh();
+            let result = current.refresh(mark);
             (current, result)
         })
         .await;
@@ -183,25 +197,16 @@ pub async fn run(broker: Arc<Broker>) {
             Err(error) => {
                 tracing::error!(%error, "hot search index refresher stopped");
                 // Nothing indexes any more: produce must not wait for it.
-                broker
-                    .search
-                    .hot
-                    .indexed_mark
-                    .store(u64::MAX, Ordering::Release);
+                broker.search.hot.advance(u64::MAX);
                 broker.search.hot.passed.notify_waiters();
                 return;
             }
         }
-        broker
-            .search
-            .hot
-            .indexed_mark
-            .fetch_max(mark, Ordering::AcqRel);
+        broker.search.hot.advance(mark);
         broker.search.hot.passed.notify_waiters();
         tokio::select! {
             _ = broker.shutdown.cancelled() => {
-                broker.search.hot.indexed_mark.store(u64::MAX, Ordering::Release);
-                broker.search.hot.passed.notify_waiters();
+                broker.search.hot.advance(u64::MAX);
                 return;
             }
             _ = tokio::time::sleep(interval) => {}
@@ -212,9 +217,15 @@ pub async fn run(broker: Arc<Broker>) {
 
 impl Refresher {
     /// One pass: index what was published since the last, commit, drop what was uploaded.
-    fn refresh(&mut self) -> Result<(), SearchError> {
+    /// `mark` is the WAL's appended count as the pass began: `indexed_mark` moves towards it
+    /// as batches are indexed, so held produce requests go as soon as the lag allows.
+    fn refresh(&mut self, mark: u64) -> Result<(), SearchError> {
         // Read first: every batch of a segment below it was published before this pass began.
         let active = self.broker.wal.active_segment();
+        let broker = self.broker.clone();
+        let hot = &broker.search.hot;
+        let base = hot.indexed_mark.load(Ordering::Acquire);
+        let mut progress = 0u64;
         let mut touched = BTreeSet::new();
         let mut live = BTreeSet::new();
         for partition in self.broker.topics.partitions() {
@@ -228,6 +239,8 @@ impl Refresher {
             };
             for chunk in chunks(&pending) {
                 self.index_batches(&partition.topic_id, partition.index, chunk, &mut touched)?;
+                progress += chunk.iter().map(wal_bytes).sum::<u64>();
+                hot.advance(base.saturating_add(progress).min(mark));
             }
             if let Some(last) = pending.last() {
                 self.indexed.insert(key, last.last_offset + 1);
@@ -385,6 +398,11 @@ fn close(writer: IndexWriter) {
     if let Err(error) = writer.wait_merging_threads() {
         tracing::warn!(%error, "a hot search index merge failed");
     }
+}
+
+/// The WAL bytes a batch took: the batch and its entry's framing.
+fn wal_bytes(location: &BatchLocation) -> u64 {
+    u64::from(location.bytes) + ENTRY_HEADER_BYTES + ENTRY_PREFIX_BYTES
 }
 
 /// Runs of batches of at most `SEARCH_HOT_READ_BYTES` (at least one batch each).
