@@ -94,8 +94,8 @@ impl HotIndex {
         dir.join("meta.json").exists().then_some(dir)
     }
 
-    /// While the index is more than `lag_bytes_max` behind the WAL, waits for passes (asking
-    /// for them back to back), until `until` at the latest. True if it waited at all.
+    /// While the index is more than `lag_bytes_max` behind the WAL, waits for its progress
+    /// (asking for passes back to back), until `until` at the latest. True if it waited at all.
     pub async fn pace(&self, wal: &Wal, lag_bytes_max: u64, until: tokio::time::Instant) -> bool {
         let lagging = || {
             wal.appended_bytes()
