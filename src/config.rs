@@ -235,7 +235,7 @@ pub struct Config {
     /// half their timeout, at most 5 s) while it catches up: on a machine whose CPU cannot index
     /// as fast as the disk takes records, produce slows to the indexing rate instead of growing
     /// the WAL until `--wal-disk-bytes-max` refuses it. 0 never holds a request.
-    #[arg(long, env = "STRATA_SEARCH_LAG_BYTES_MAX", default_value_t = 256 * 1024 * 1024)]
+    #[arg(long, env = "STRATA_SEARCH_LAG_BYTES_MAX", default_value_t = limits::SEARCH_LAG_BYTES_DEFAULT)]
     pub search_lag_bytes_max: u64,
 
     /// Tests only: turns on the fault-injection points (src/faults.rs) and `/v1/faults` on the

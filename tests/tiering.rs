@@ -10,31 +10,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use common::{encode_batch, metric, Conn, Strata, TestRecord};
+use common::{admin_call, encode_batch, metric, Conn, Strata, TestRecord};
 use futures_util::TryStreamExt;
 use kafka_protocol::records::Compression;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// A bare HTTP/1.1 call to the admin API: `(status, JSON body)`.
-async fn http(admin: SocketAddr, method: &str, path: &str) -> (u16, serde_json::Value) {
-    let mut stream = TcpStream::connect(admin).await.unwrap();
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8(response).unwrap();
-    let status = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    // axum may answer with chunked encoding; the JSON is the part between the first { and last }.
-    let json = body
-        .find('{')
-        .map_or("null", |start| &body[start..=body.rfind('}').unwrap()]);
-    (
-        status,
-        serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
-    )
-}
 
 fn records(from: usize, n: usize) -> Vec<TestRecord> {
     (from..from + n).map(TestRecord::simple).collect()
@@ -132,7 +111,7 @@ async fn sealed_segments_move_to_the_bucket_and_read_back_identical() {
         conn.fetch_all_raw("tiered", 1, 0).await,
     ];
 
-    let (status, body) = http(strata.admin, "POST", "/v1/indexer/run").await;
+    let (status, body) = admin_call(strata.admin, "POST", "/v1/indexer/run", None, None).await;
     assert_eq!(status, 200, "{body}");
     let uploaded = body["uploaded"].as_array().unwrap();
     assert_eq!(uploaded.len(), 1, "{body}");
@@ -154,12 +133,19 @@ async fn sealed_segments_move_to_the_bucket_and_read_back_identical() {
 
     assert_object_index_finds(&moto.endpoint, url, segments[0], 500).await;
     assert_eq!(
-        common::metric(strata.admin, "strata_hot_indexes_packed_total").await,
+        metric(strata.admin, "strata_hot_indexes_packed_total").await,
         1,
         "the object's index is the segment's hot index, not a second indexing"
     );
 
-    let (status, tiers) = http(strata.admin, "GET", "/v1/topics/tiered/partitions").await;
+    let (status, tiers) = admin_call(
+        strata.admin,
+        "GET",
+        "/v1/topics/tiered/partitions",
+        None,
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
     for partition in tiers["partitions"].as_array().unwrap() {
         assert_eq!(
@@ -281,7 +267,7 @@ async fn an_unreachable_bucket_trims_nothing_and_the_backlog_uploads_when_it_ret
     produce_mixed(&mut conn, "outage", 10).await;
 
     switch.set(false);
-    let (status, body) = http(strata.admin, "POST", "/v1/indexer/run").await;
+    let (status, body) = admin_call(strata.admin, "POST", "/v1/indexer/run", None, None).await;
     assert_eq!(status, 502, "{body}");
     assert!(
         wal_files(&strata) >= 2,
@@ -318,7 +304,7 @@ async fn an_unreachable_bucket_trims_nothing_and_the_backlog_uploads_when_it_ret
     let expected = conn.fetch_all_raw("outage", 0, 0).await;
 
     switch.set(true);
-    let (status, body) = http(strata.admin, "POST", "/v1/indexer/run").await;
+    let (status, body) = admin_call(strata.admin, "POST", "/v1/indexer/run", None, None).await;
     assert_eq!(status, 200, "{body}");
     assert!(!body["uploaded"].as_array().unwrap().is_empty(), "{body}");
     assert_eq!(wal_files(&strata), 1);
@@ -364,7 +350,7 @@ async fn a_broker_on_an_empty_disk_recovers_everything_uploaded_from_the_bucket(
     conn.keep_forever("survivor").await;
     produce_mixed(&mut conn, "survivor", 12).await;
     let (producer_id, _) = conn.init_producer_id().await;
-    let (status, body) = http(lost.admin, "POST", "/v1/indexer/run").await;
+    let (status, body) = admin_call(lost.admin, "POST", "/v1/indexer/run", None, None).await;
     assert_eq!(status, 200, "{body}");
     let expected = [
         conn.fetch_all_raw("survivor", 0, 0).await,
@@ -453,7 +439,7 @@ async fn retention_delete_records_and_delete_topics_remove_data_from_both_tiers(
             .await;
         }
     }
-    let (status, body) = http(strata.admin, "POST", "/v1/indexer/run").await;
+    let (status, body) = admin_call(strata.admin, "POST", "/v1/indexer/run", None, None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         segment_keys(&bucket_keys(&moto.endpoint, url).await).len(),
@@ -472,7 +458,7 @@ async fn retention_delete_records_and_delete_topics_remove_data_from_both_tiers(
 
     // retention.ms=0 expires everything of "expire" in the bucket; "keep" still needs the object.
     conn.set_topic_config("expire", "retention.ms", "0").await;
-    let (status, body) = http(strata.admin, "POST", "/v1/indexer/run").await;
+    let (status, body) = admin_call(strata.admin, "POST", "/v1/indexer/run", None, None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         conn.list_offset("expire", 0, -2).await.0,
@@ -503,7 +489,7 @@ async fn retention_delete_records_and_delete_topics_remove_data_from_both_tiers(
 
     // Deleting the last topic that needs the object deletes it from the bucket.
     delete_topic(&mut conn, "keep").await;
-    let (status, body) = http(strata.admin, "POST", "/v1/indexer/run").await;
+    let (status, body) = admin_call(strata.admin, "POST", "/v1/indexer/run", None, None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["retention"]["objects_deleted"], 1, "{body}");
     assert!(
@@ -531,7 +517,7 @@ async fn cold_reads_use_the_disk_cache_and_survive_it_being_wiped() {
     conn.keep_forever("cached").await;
     produce_mixed(&mut conn, "cached", 10).await;
     let hot = conn.fetch_all_raw("cached", 0, 0).await;
-    let (status, body) = http(strata.admin, "POST", "/v1/indexer/run").await;
+    let (status, body) = admin_call(strata.admin, "POST", "/v1/indexer/run", None, None).await;
     assert_eq!(status, 200, "{body}");
 
     assert_eq!(conn.fetch_all_raw("cached", 0, 0).await, hot);
@@ -582,12 +568,19 @@ async fn a_half_built_object_left_by_a_crash_is_removed_and_built_again() {
         !staging.exists(),
         "the staging directory survived a restart"
     );
-    let (status, body) = http(strata.admin, "POST", "/v1/indexer/run").await;
+    let (status, body) = admin_call(strata.admin, "POST", "/v1/indexer/run", None, None).await;
     assert_eq!(status, 200, "{body}");
     assert!(!body["uploaded"].as_array().unwrap().is_empty(), "{body}");
     let staged: Vec<_> = std::fs::read_dir(&staging).unwrap().collect();
     assert!(staged.is_empty(), "an upload left {staged:?} behind");
-    let (_, tiers) = http(strata.admin, "GET", "/v1/topics/staged/partitions").await;
+    let (_, tiers) = admin_call(
+        strata.admin,
+        "GET",
+        "/v1/topics/staged/partitions",
+        None,
+        None,
+    )
+    .await;
     let partition = &tiers["partitions"][1];
     assert_eq!(
         partition["remote_end_offset"], partition["high_watermark"],

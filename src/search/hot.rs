@@ -14,7 +14,7 @@
 //!
 //! Indexing costs more CPU per byte than taking records in, so on a small machine produce can
 //! outrun it. Past `--search-lag-bytes-max` of WAL not yet indexed, produce requests wait for
-//! passes (`HotIndex::pace`): the broker then takes records at the rate it can index them,
+//! the index's progress (`HotIndex::pace`): the broker then takes records at the rate it can index them,
 //! searches stay fresh, and the WAL does not grow without bound.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -105,7 +105,7 @@ impl HotIndex {
         if lag_bytes_max == 0 || !lagging() {
             return false;
         }
-        while lagging() {
+        loop {
             let progressed = self.progressed.notified();
             tokio::pin!(progressed);
             progressed.as_mut().enable();
@@ -251,11 +251,7 @@ impl Refresher {
             self.commit(segment)?;
         }
         self.retire(active)?;
-        self.broker
-            .search
-            .hot
-            .covered_below
-            .fetch_max(active, Ordering::AcqRel);
+        hot.covered_below.fetch_max(active, Ordering::AcqRel);
         Ok(())
     }
 

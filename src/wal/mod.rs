@@ -329,10 +329,9 @@ impl Wal {
     pub fn scan_sealed<F: FnMut(segment::ReplayedEntry<'_>)>(
         &self,
         id: u64,
-        visit: F,
+        mut visit: F,
     ) -> Result<(), WalError> {
         let path = segment::segment_path(&self.dir, id);
-        let mut visit = visit;
         let end = segment::scan(&path, |entry| {
             visit(entry);
             Ok(())
