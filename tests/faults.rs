@@ -83,6 +83,8 @@ async fn uploads_and_cold_reads_ride_out_a_failing_or_hanging_store() {
     conn.produce_ok("t", 0, simple_batch(0, 100)).await;
     let hot_bytes = conn.fetch_all_raw("t", 0, 0).await;
 
+    // The fault goes from one action to the next without being cleared in between: the
+    // background indexer retries failed uploads, and would upload as soon as the store answers.
     for fault in [r#"{"action":"error"}"#, r#"{"action":"hang"}"#] {
         set_fault(admin, "object_store.put", fault).await;
         let (status, body) = admin_call(admin, "POST", "/v1/indexer/run", None, None).await;
@@ -93,10 +95,12 @@ async fn uploads_and_cold_reads_ride_out_a_failing_or_hanging_store() {
             hot_bytes,
             "still served from the WAL"
         );
-        clear_faults(admin).await;
     }
+    // Read while nothing can be uploaded, so every byte comes from the WAL and no block of the
+    // partition is in the read cache when the GETs fail below.
     conn.produce_ok("t", 0, simple_batch(100, 50)).await;
     let hot_bytes = conn.fetch_all_raw("t", 0, 0).await;
+    clear_faults(admin).await;
     let (status, body) = admin_call(admin, "POST", "/v1/indexer/run", None, None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
