@@ -261,7 +261,7 @@ fn build_blocking(broker: &Broker, id: u64, hot: Option<PathBuf>) -> Result<Stag
     let file = tempfile::NamedTempFile::new_in(&staging).map_err(|e| failed(e.to_string()))?;
     let sink = std::io::BufWriter::with_capacity(
         limits::SEGMENT_BLOCK_BYTES,
-        Trickle::new(file.as_file()),
+        Trickle::new(file.as_file(), broker.local_objects.is_some()),
     );
     let mut builder = ObjectBuilder::new(sink).map_err(|e| failed(e.to_string()))?;
     let mut index = match hot {
@@ -311,41 +311,64 @@ fn build_blocking(broker: &Broker, id: u64, hot: Option<PathBuf>) -> Result<Stag
     })
 }
 
-/// A staged object's file that asks the kernel to start writing its pages out every
-/// `STAGING_WRITEBACK_BYTES`. Left to itself the kernel writes a whole object out in one burst,
-/// and every WAL fsync meanwhile waits behind it (a disk flush covers everything written).
+/// A staged object's file that asks the kernel to write its pages out every
+/// `STAGING_WRITEBACK_BYTES`, and waits for each step to reach the disk before starting the one
+/// after next. Left to itself the kernel writes a whole object out in one burst, and every WAL
+/// fsync meanwhile waits behind it (a disk flush covers everything written); with at most two
+/// steps in flight, a WAL fsync waits behind a few MiB at most, and the indexer writes no faster
+/// than the disk takes it. Only for an object that stays on this disk (a `file://` bucket): one
+/// that is uploaded and deleted need never reach the disk at all.
 struct Trickle<'a> {
     file: &'a std::fs::File,
+    /// Whether to write out in steps at all.
+    stepping: bool,
     written: u64,
+    /// Where the last step started writing out (`None` before the first).
+    last_step: Option<u64>,
     started: u64,
 }
 
 impl<'a> Trickle<'a> {
-    fn new(file: &'a std::fs::File) -> Trickle<'a> {
+    fn new(file: &'a std::fs::File, stepping: bool) -> Trickle<'a> {
         Trickle {
             file,
+            stepping,
             written: 0,
+            last_step: None,
             started: 0,
         }
     }
 
-    /// Starts writeback of what was written since the last call; waits for nothing. A failure
-    /// only means the kernel writes the pages later, as it would anyway.
-    fn start_writeback(&mut self) {
+    /// Starts writeback of what was written since the last call, then waits for the previous
+    /// step's pages. A failure only means the kernel writes the pages later, as it would anyway
+    /// (the object is fsynced before it counts).
+    fn step(&mut self) {
         #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd;
+            let fd = self.file.as_raw_fd();
             let length = (self.written - self.started) as libc::off64_t;
             // SAFETY: plain integers; the descriptor is open for as long as `self.file`.
             unsafe {
                 libc::sync_file_range(
-                    self.file.as_raw_fd(),
+                    fd,
                     self.started as libc::off64_t,
                     length,
                     libc::SYNC_FILE_RANGE_WRITE,
                 );
+                if let Some(previous) = self.last_step {
+                    libc::sync_file_range(
+                        fd,
+                        previous as libc::off64_t,
+                        (self.started - previous) as libc::off64_t,
+                        libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                            | libc::SYNC_FILE_RANGE_WRITE
+                            | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                    );
+                }
             }
         }
+        self.last_step = Some(self.started);
         self.started = self.written;
     }
 }
@@ -354,8 +377,8 @@ impl std::io::Write for Trickle<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let written = self.file.write(buf)?;
         self.written += written as u64;
-        if self.written - self.started >= limits::STAGING_WRITEBACK_BYTES {
-            self.start_writeback();
+        if self.stepping && self.written - self.started >= limits::STAGING_WRITEBACK_BYTES {
+            self.step();
         }
         Ok(written)
     }
@@ -678,7 +701,7 @@ mod tests {
         use std::io::{Read, Seek, Write};
         let file = tempfile::tempfile().unwrap();
         let chunk: Vec<u8> = (0..=255u8).cycle().take(1_000_003).collect();
-        let mut trickle = Trickle::new(&file);
+        let mut trickle = Trickle::new(&file, true);
         for _ in 0..10 {
             trickle.write_all(&chunk).unwrap();
         }

@@ -19,7 +19,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
@@ -349,14 +349,19 @@ impl Wal {
         }
         let path = segment::segment_path(&self.dir, id);
         let length = std::fs::metadata(&path)?.len();
-        self.files
+        let file = self
+            .files
             .files
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
         std::fs::remove_file(&path)?;
         self.files.bytes.fetch_sub(length, Ordering::AcqRel);
-        sync_dir(&self.dir)
+        let synced = sync_dir(&self.dir);
+        if let Some(file) = file {
+            release_gradually(file, length);
+        }
+        synced
     }
 
     /// Whether the WAL has reached its disk budget (the bucket is not keeping up or not
@@ -476,6 +481,28 @@ fn cut_tail(path: &Path, valid_length: u64) -> std::io::Result<u64> {
 
 fn open_segment(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().read(true).write(true).open(path)
+}
+
+/// Frees the blocks of a deleted segment's file (its name is gone already) in steps, so the WAL's
+/// fsyncs are not held behind one long release. Only once no read holds the file: no new read
+/// can take it (it is out of the table), and a read never sees it shrink. A failed step only
+/// means the rest is freed when the file closes.
+fn release_gradually(file: Arc<File>, length: u64) {
+    let deadline = Instant::now() + Duration::from_millis(limits::WAL_RELEASE_WAIT_MS);
+    while Arc::strong_count(&file) > 1 {
+        if Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut left = length;
+    while left > limits::WAL_RELEASE_STEP_BYTES {
+        left -= limits::WAL_RELEASE_STEP_BYTES;
+        if file.set_len(left).is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(limits::WAL_RELEASE_PAUSE_MS));
+    }
 }
 
 /// Creates a new segment with its header, durable (file and directory entry) before use.

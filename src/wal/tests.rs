@@ -396,3 +396,41 @@ fn entries_with_offsets_the_writer_cannot_assign_end_the_valid_part() {
         assert!(reason.contains("offsets"), "{reason}");
     }
 }
+
+/// Counts the file system blocks a file still holds.
+fn blocks_of(file: &File) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().unwrap().blocks()
+}
+
+#[test]
+fn a_deleted_segment_is_freed_in_steps_once_no_read_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("segment");
+    let length = 3 * limits::WAL_RELEASE_STEP_BYTES + 5;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    file.write_all_at(&vec![7u8; length as usize], 0).unwrap();
+    let file = Arc::new(file);
+    std::fs::remove_file(&path).unwrap();
+
+    // A read still holds the file: it keeps every byte until the wait runs out.
+    let reader = file.clone();
+    release_gradually(file.clone(), length);
+    assert_eq!(reader.metadata().unwrap().len(), length);
+    let mut last = [0u8; 1];
+    reader.read_exact_at(&mut last, length - 1).unwrap();
+    assert_eq!(last, [7]);
+
+    // Once the read is done, the blocks go, step by step, down to the last step's worth.
+    drop(reader);
+    let observer = file.try_clone().unwrap(); // the same file, not a holder of the Arc
+    let before = blocks_of(&observer);
+    release_gradually(file, length);
+    assert!(observer.metadata().unwrap().len() <= limits::WAL_RELEASE_STEP_BYTES);
+    assert!(blocks_of(&observer) < before / 2, "the blocks were freed");
+}
