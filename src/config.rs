@@ -232,9 +232,11 @@ pub struct Config {
     pub search_refresh_ms: u64,
 
     /// WAL bytes the hot search index may fall behind before produce requests are held (up to
-    /// half their timeout, at most 5 s) while it catches up: on a machine whose CPU cannot index
-    /// as fast as the disk takes records, produce slows to the indexing rate instead of growing
-    /// the WAL until `--wal-disk-bytes-max` refuses it. 0 never holds a request.
+    /// half their timeout, at most 5 s) while it catches up: a burst this large goes in at the
+    /// WAL's speed (search results lag meanwhile); produce above the indexing rate for longer
+    /// slows to that rate instead of growing the WAL until `--wal-disk-bytes-max` refuses it
+    /// (at most half of that budget counts). Lower it for fresher search under load, raise it
+    /// for longer bursts. 0 never holds a request.
     #[arg(long, env = "STRATA_SEARCH_LAG_BYTES_MAX", default_value_t = limits::SEARCH_LAG_BYTES_DEFAULT)]
     pub search_lag_bytes_max: u64,
 
@@ -280,6 +282,15 @@ impl Config {
                 absolute(&self.data_dir.join("objects")).display()
             ),
         }
+    }
+
+    /// The search lag that holds produce: `--search-lag-bytes-max`, but never more than half
+    /// of the WAL's disk budget, so that a small disk paces producers before it refuses them.
+    pub fn search_lag_bytes_effective(&self) -> u64 {
+        if self.wal_disk_bytes_max == 0 || self.search_lag_bytes_max == 0 {
+            return self.search_lag_bytes_max;
+        }
+        self.search_lag_bytes_max.min(self.wal_disk_bytes_max / 2)
     }
 
     /// The address clients are told to connect to.
@@ -600,6 +611,30 @@ mod tests {
         assert_eq!(config.advertised(), "127.0.0.1:9092");
         assert!(config.object_store_url().starts_with("file:///"));
         assert!(config.object_store_url().ends_with("/data/objects"));
+    }
+
+    #[test]
+    fn the_search_lag_that_holds_produce_is_at_most_half_the_wal_disk_budget() {
+        let lag = |args: &[&str]| {
+            Config::load(argv(args))
+                .unwrap()
+                .search_lag_bytes_effective()
+        };
+        assert_eq!(lag(&[]), limits::SEARCH_LAG_BYTES_DEFAULT);
+        assert_eq!(lag(&["--wal-disk-bytes-max", "1000"]), 500);
+        assert_eq!(
+            lag(&["--wal-disk-bytes-max", "0"]),
+            limits::SEARCH_LAG_BYTES_DEFAULT
+        );
+        assert_eq!(
+            lag(&[
+                "--wal-disk-bytes-max",
+                "1000",
+                "--search-lag-bytes-max",
+                "0"
+            ]),
+            0
+        );
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, request: ProduceRequest)
 async fn pace(broker: &Broker, timeout: Duration) {
     let wait = (timeout / 2).min(Duration::from_millis(limits::PRODUCE_PACE_WAIT_MS_MAX));
     let until = tokio::time::Instant::now() + wait;
-    let lag_bytes_max = broker.config.search_lag_bytes_max;
+    let lag_bytes_max = broker.config.search_lag_bytes_effective();
     if broker
         .search
         .hot
