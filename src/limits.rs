@@ -68,6 +68,8 @@ pub const WAL_TICK_MS: u64 = 250;
 /// milliseconds, and every WAL fsync meanwhile waits (measured: 40 ms per 128 MiB segment,
 /// WAL fsyncs of 12-30 ms beside it).
 pub const WAL_RELEASE_STEP_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The pause between two such steps, in which the WAL's fsyncs get through.
 pub const WAL_RELEASE_PAUSE_MS: u64 = 2;
 
 /// Longest a deleted WAL segment waits for the reads that still hold its file before its blocks
