@@ -589,3 +589,53 @@ async fn a_half_built_object_left_by_a_crash_is_removed_and_built_again() {
     let mut conn = Conn::connect(strata.kafka).await;
     assert_eq!(conn.fetch_all_raw("staged", 1, 0).await, hot);
 }
+
+/// Every `.seg` file under `dir`, recursively.
+fn seg_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(seg_files(&path));
+        } else if path.extension().is_some_and(|e| e == "seg") {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// The default `file://` bucket: an object no topic needs any more is deleted (moved out of the
+/// bucket and freed in steps), and nothing of it is left in the bucket or the staging folder.
+#[tokio::test]
+async fn a_local_bucket_deletes_objects_nobody_needs() {
+    let strata = Strata::start();
+    let mut conn = Conn::connect(strata.kafka).await;
+    conn.create_topic("gone", 2).await;
+    conn.keep_forever("gone").await; // the test records' timestamps are from 1970
+    produce_mixed(&mut conn, "gone", 4).await;
+    let (status, body) = admin_call(strata.admin, "POST", "/v1/indexer/run", None, None).await;
+    assert_eq!(status, 200, "{body}");
+    let objects = strata.data_dir().join("objects");
+    assert_eq!(
+        seg_files(&objects).len(),
+        1,
+        "uploaded into the local bucket"
+    );
+
+    delete_topic(&mut conn, "gone").await;
+    let (status, body) = admin_call(strata.admin, "POST", "/v1/indexer/run", None, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["retention"]["objects_deleted"], 1, "{body}");
+    assert!(seg_files(&objects).is_empty(), "the object is gone");
+    let staging = strata.data_dir().join("tmp");
+    let left: Vec<_> = std::fs::read_dir(&staging)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "nothing parked in the staging folder: {left:?}"
+    );
+}

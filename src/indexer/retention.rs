@@ -139,7 +139,7 @@ async fn delete_unreferenced(broker: &Arc<Broker>) -> Result<usize, IndexerError
         if referenced.contains(&key) {
             continue;
         }
-        match broker.object_store.delete(&key).await {
+        match delete_object(broker, &key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(source) => {
                 return Err(IndexerError::Upload {
@@ -157,4 +157,63 @@ async fn delete_unreferenced(broker: &Arc<Broker>) -> Result<usize, IndexerError
         broker.metrics.objects_deleted.inc();
     }
     Ok(deleted)
+}
+
+/// Deletes an object from the bucket. From a `file://` bucket the object is first moved out
+/// (to the staging folder, on the same file system) and its blocks freed in steps, as the WAL
+/// frees a trimmed segment: one unlink of a whole object holds the file system's journal long
+/// enough to stall the WAL's fsyncs. Where it cannot be moved, the store deletes it.
+async fn delete_object(broker: &Arc<Broker>, key: &Path) -> object_store::Result<()> {
+    let local = broker
+        .local_objects
+        .as_ref()
+        .and_then(|local| local.path_to_filesystem(key).ok());
+    if let Some(path) = local {
+        let staging = broker.config.data_dir.join(super::STAGING_DIR);
+        let moved = tokio::task::spawn_blocking(move || remove_in_steps(&path, &staging)).await;
+        match moved {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            _ => {}
+        }
+    }
+    broker.object_store.delete(key).await
+}
+
+/// Moves `path` into `staging` (durably out of the bucket), frees its blocks in steps, then
+/// deletes it. A crash in between leaves a file in the staging folder, which start-up empties.
+fn remove_in_steps(path: &std::path::Path, staging: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(staging)?;
+    let parked = staging.join(format!("deleted-{}", Uuid::new_v4().simple()));
+    std::fs::rename(path, &parked)?;
+    if let Some(folder) = path.parent() {
+        crate::metadata::sync_dir(folder)?;
+    }
+    let file = std::fs::OpenOptions::new().write(true).open(&parked)?;
+    let length = file.metadata()?.len();
+    crate::wal::shrink_in_steps(&file, length);
+    drop(file);
+    std::fs::remove_file(&parked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_is_moved_out_of_the_bucket_then_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("bucket/v2/segments/x");
+        std::fs::create_dir_all(&folder).unwrap();
+        let object = folder.join("1.seg");
+        let length = 2 * crate::limits::WAL_RELEASE_STEP_BYTES + 1;
+        std::fs::write(&object, vec![1u8; length as usize]).unwrap();
+        let staging = dir.path().join("tmp");
+
+        remove_in_steps(&object, &staging).unwrap();
+        assert!(!object.exists());
+        assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
+        let again = remove_in_steps(&object, &staging).unwrap_err();
+        assert_eq!(again.kind(), std::io::ErrorKind::NotFound);
+    }
 }

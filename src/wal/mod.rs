@@ -495,6 +495,14 @@ fn release_gradually(file: Arc<File>, length: u64) {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+    shrink_in_steps(&file, length);
+}
+
+/// Shortens a file of `length` bytes that nobody reads any more to its first step, a step at a
+/// time with a pause between, so that freeing its blocks never holds the file system's journal
+/// (and the WAL's fsyncs) for long. Blocking. A failed step leaves the rest to be freed when
+/// the file is deleted and closed.
+pub fn shrink_in_steps(file: &File, length: u64) {
     let mut left = length;
     while left > limits::WAL_RELEASE_STEP_BYTES {
         left -= limits::WAL_RELEASE_STEP_BYTES;
