@@ -80,8 +80,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Held until the process exits: a second broker on this directory would be a second WAL
     // writer on the same files.
     let _data_dir_lock = lock_data_dir(&config.data_dir)?;
-    // Objects the indexer was building when the broker stopped: their WAL segments are still
-    // here and will be indexed again.
+    // Objects the indexer was building when the broker stopped (their WAL segments are still
+    // here and will be indexed again), and objects it was deleting from a local bucket.
     let staging = config.data_dir.join(indexer::STAGING_DIR);
     if let Err(error) = std::fs::remove_dir_all(&staging) {
         if error.kind() != std::io::ErrorKind::NotFound {
