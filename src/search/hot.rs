@@ -25,7 +25,9 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument};
+use tantivy::{
+    Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, Searcher, TantivyDocument,
+};
 use uuid::Uuid;
 
 use crate::broker::Broker;
@@ -33,6 +35,7 @@ use crate::limits;
 use crate::partition::BatchLocation;
 use crate::segment::canonical::CanonicalBatch;
 use crate::segment::index::{document, schema, Fields};
+use crate::segment::scratch_directory::ScratchDirectory;
 use crate::wal::segment::{ENTRY_HEADER_BYTES, ENTRY_PREFIX_BYTES};
 use crate::wal::Wal;
 
@@ -330,10 +333,11 @@ impl Refresher {
             }
             let dir = self.dir(segment);
             let index = if self.readers.contains_key(&segment) {
-                Index::open_in_dir(&dir)?
+                Index::open(ScratchDirectory::open(&dir)?)?
             } else {
                 std::fs::create_dir_all(&dir).map_err(|e| SearchError::Wal(e.to_string()))?;
-                Index::create_in_dir(&dir, schema().0)?
+                let directory = ScratchDirectory::open(&dir)?;
+                Index::create(directory, schema().0, IndexSettings::default())?
             };
             let writer = index.writer_with_num_threads(1, limits::SEARCH_HOT_WRITER_BYTES)?;
             if !self.readers.contains_key(&segment) {

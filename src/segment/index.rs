@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 
 use tantivy::schema::{Field, OwnedValue, Schema, FAST, INDEXED, STRING, TEXT};
 use tantivy::TantivyDocument as Document;
-use tantivy::{Index, IndexWriter, TantivyDocument};
+use tantivy::{Index, IndexSettings, IndexWriter, TantivyDocument};
 use uuid::Uuid;
 
 use super::canonical::{CanonicalBatch, CanonicalRecord};
+use super::scratch_directory::ScratchDirectory;
 use crate::limits;
 
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +69,8 @@ impl IndexBuilder {
         std::fs::create_dir_all(parent)?;
         let dir = tempfile::TempDir::new_in(parent)?;
         let (schema, fields) = schema();
-        let index = Index::create_in_dir(dir.path(), schema)?;
+        let directory = ScratchDirectory::open(dir.path())?;
+        let index = Index::create(directory, schema, IndexSettings::default())?;
         let writer = index.writer_with_num_threads(1, limits::INDEX_WRITER_BYTES)?;
         Ok(IndexBuilder {
             dir,
@@ -127,7 +129,7 @@ impl IndexFiles {
     /// a WAL segment): `meta.json` and the files of the segments it names, nothing a merge left
     /// behind. Its schema must be this broker's.
     pub fn committed(dir: &Path) -> Result<IndexFiles, IndexError> {
-        let index = Index::open_in_dir(dir)?;
+        let index = Index::open(ScratchDirectory::open(dir)?)?;
         if index.schema() != schema().0 {
             return Err(IndexError::Schema(dir.display().to_string()));
         }

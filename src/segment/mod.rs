@@ -6,3 +6,4 @@ pub mod canonical;
 pub mod codec;
 pub mod index;
 pub mod object;
+pub mod scratch_directory;
