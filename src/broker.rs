@@ -61,7 +61,8 @@ pub struct Broker {
     pub indexer_lock: tokio::sync::Mutex<()>,
     /// Where sealed WAL segments go (tiered storage).
     pub object_store: Arc<dyn ObjectStore>,
-    /// The folder behind a `file://` object store, where staged objects are renamed into place.
+    /// The folder behind a `file://` object store on the data directory's file system, where
+    /// staged objects are renamed into place.
     pub local_objects: Option<LocalFileSystem>,
     /// Notified after every group commit that published data (wakes long-polling fetches).
     pub data_arrived: Arc<Notify>,
@@ -101,6 +102,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await?;
     tracing::info!(url = %object_store_url, "object store reachable");
+    let local_objects = object_storage::local_folder(&object_store_url, &config.data_dir, &faults);
     let meta_dir = config.data_dir.join("meta");
     let restored = snapshot::restore_if_empty(&meta_dir, object_store.as_ref())
         .await
@@ -193,7 +195,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         topics,
         wal,
         object_store,
-        local_objects: object_storage::local_folder(&object_store_url, &faults),
+        local_objects,
         data_arrived,
         faults,
         shutdown: shutdown.clone(),

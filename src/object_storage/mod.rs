@@ -108,16 +108,28 @@ pub async fn open_with(
     Ok(store)
 }
 
-/// The local folder of a `file://` URL as `object_store` lays it out, for the indexer to move a
-/// staged object into place instead of copying it. None for other stores, and when faults are
-/// injected (they act on requests, which a rename would bypass).
-pub fn local_folder(url: &str, faults: &crate::faults::Faults) -> Option<LocalFileSystem> {
+/// The local folder of a `file://` URL as `object_store` lays it out, when it is on the same
+/// file system as `data_dir`: the indexer then renames a staged object into place instead of
+/// copying it, and objects are deleted in steps (both write and free blocks on the WAL's disk).
+/// None for other stores, for a folder on another file system (an object there is uploaded and
+/// deleted like any bucket's, and never touches this disk), and when faults are injected (they
+/// act on requests, which a rename would bypass).
+pub fn local_folder(
+    url: &str,
+    data_dir: &std::path::Path,
+    faults: &crate::faults::Faults,
+) -> Option<LocalFileSystem> {
+    use std::os::unix::fs::MetadataExt;
     if faults.is_enabled() {
         return None;
     }
     let Ok(Location::File(path)) = Location::parse(url) else {
         return None;
     };
+    let device = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.dev()).ok();
+    if device(&path)? != device(data_dir)? {
+        return None;
+    }
     LocalFileSystem::new_with_prefix(path).ok()
 }
 
@@ -138,7 +150,9 @@ async fn build(
                     source,
                 }
             })?;
-            Arc::new(local)
+            // An object is committed to the catalog, and its WAL trimmed, once its PUT returns:
+            // for a folder that must mean the file and its name are on disk.
+            Arc::new(local.with_fsync(true))
         }
         Location::S3 { bucket, prefix } => s3(url, &bucket, &prefix, endpoint).await?,
     };
@@ -276,5 +290,20 @@ mod tests {
         ] {
             assert!(Location::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_folder_is_used_as_local_only_on_the_data_dirs_file_system() {
+        let data_dir = tempfile::tempdir().unwrap();
+        let objects = data_dir.path().join("objects");
+        std::fs::create_dir_all(&objects).unwrap();
+        let url = format!("file://{}", objects.display());
+        let faults = crate::faults::Faults::disabled();
+        assert!(local_folder(&url, data_dir.path(), &faults).is_some());
+        // procfs is its own file system on every Linux machine.
+        assert!(local_folder("file:///proc", data_dir.path(), &faults).is_none());
+        assert!(local_folder("memory://", data_dir.path(), &faults).is_none());
+        let injecting = crate::faults::Faults::enabled();
+        assert!(local_folder(&url, data_dir.path(), &injecting).is_none());
     }
 }
