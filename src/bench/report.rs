@@ -166,15 +166,19 @@ impl Summary {
         }
     }
 
+    /// Prints the summary. A closed stdout (`strata bench ... | head`) is not an error: nobody
+    /// is reading.
     pub fn print(&self, json: bool) {
+        let _ = self.write(&mut std::io::stdout().lock(), json);
+    }
+
+    fn write(&self, out: &mut impl std::io::Write, json: bool) -> std::io::Result<()> {
         if json {
-            println!(
-                "{}",
-                serde_json::to_string(self).expect("the summary is plain data")
-            );
-            return;
+            let line = serde_json::to_string(self).expect("the summary is plain data");
+            return writeln!(out, "{line}");
         }
-        println!(
+        writeln!(
+            out,
             "{}: {} records, {:.1} MB in {:.2} s: {:.0} records/s, {:.1} MB/s, {} errors",
             self.mode,
             self.records,
@@ -183,20 +187,22 @@ impl Summary {
             self.records_per_s,
             self.mb_per_s,
             self.errors
-        );
+        )?;
         if let Some(l) = &self.latency {
             let what = if self.mode == "e2e" {
                 "produce-to-consume latency"
             } else {
                 "latency"
             };
-            println!(
+            writeln!(
+                out,
                 "{}: {what} p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({} samples)",
                 self.mode, l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms, l.count
-            );
+            )?;
         }
         if let Some(error) = &self.first_error {
-            println!("{}: first error: {error}", self.mode);
+            writeln!(out, "{}: first error: {error}", self.mode)?;
         }
+        Ok(())
     }
 }
