@@ -17,7 +17,7 @@
 //! the index's progress (`HotIndex::pace`): the broker then takes records at the rate it can index them,
 //! searches stay fresh, and the WAL does not grow without bound.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -234,19 +234,22 @@ impl Refresher {
         for partition in self.broker.topics.partitions() {
             let key = (partition.topic_id, partition.index);
             live.insert(key);
-            let from = self.indexed.get(&key).copied().unwrap_or(i64::MIN);
-            let pending: Vec<BatchLocation> = {
-                let state = partition.lock();
-                let at = state.batches.partition_point(|b| b.base_offset < from);
-                state.batches.range(at..).copied().collect()
+            let mut from = self.indexed.get(&key).copied().unwrap_or(i64::MIN);
+            // What the partition holds now: every batch of a segment sealed before the pass.
+            // Batches published meanwhile wait for the next pass, so a pass always ends.
+            let Some(end) = partition.lock().batches.back().map(|b| b.last_offset) else {
+                continue;
             };
-            for chunk in chunks(&pending) {
-                self.index_batches(&partition.topic_id, partition.index, chunk, &mut touched)?;
-                progress += chunk.iter().map(wal_bytes).sum::<u64>();
+            while from <= end {
+                let page = next_page(&partition.lock().batches, from, end);
+                let Some(last) = page.last() else {
+                    break;
+                };
+                from = last.last_offset + 1;
+                self.index_batches(&partition.topic_id, partition.index, &page, &mut touched)?;
+                progress += page.iter().map(wal_bytes).sum::<u64>();
                 hot.advance(base.saturating_add(progress).min(mark));
-            }
-            if let Some(last) = pending.last() {
-                self.indexed.insert(key, last.last_offset + 1);
+                self.indexed.insert(key, from);
             }
         }
         self.indexed.retain(|key, _| live.contains(key));
@@ -405,21 +408,67 @@ fn wal_bytes(location: &BatchLocation) -> u64 {
     u64::from(location.bytes) + ENTRY_HEADER_BYTES + ENTRY_PREFIX_BYTES
 }
 
-/// Runs of batches of at most `SEARCH_HOT_READ_BYTES` (at least one batch each).
-fn chunks(batches: &[BatchLocation]) -> Vec<&[BatchLocation]> {
-    let mut out = Vec::new();
-    let mut start = 0;
+/// The batches from offset `from` up to the one ending at `end`, at most
+/// `SEARCH_HOT_READ_BYTES` of them (at least one): copied out a page at a time, so the
+/// partition's lock, which produce takes too, is held for a page, and the copy stays small
+/// however far the index lags (a 4 GiB lag of 1-record batches is millions of them).
+fn next_page(batches: &VecDeque<BatchLocation>, from: i64, end: i64) -> Vec<BatchLocation> {
+    let at = batches.partition_point(|b| b.base_offset < from);
+    let mut page = Vec::new();
     let mut bytes = 0usize;
-    for (i, batch) in batches.iter().enumerate() {
-        if i > start && bytes + batch.bytes as usize > limits::SEARCH_HOT_READ_BYTES {
-            out.push(&batches[start..i]);
-            start = i;
-            bytes = 0;
+    for batch in batches.range(at..).take_while(|b| b.last_offset <= end) {
+        if !page.is_empty() && bytes + batch.bytes as usize > limits::SEARCH_HOT_READ_BYTES {
+            break;
         }
         bytes += batch.bytes as usize;
+        page.push(*batch);
     }
-    if start < batches.len() {
-        out.push(&batches[start..]);
+    page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Batches of `records` records of 1 KiB each, from offset 0.
+    fn batches(count: i64, records: i64) -> VecDeque<BatchLocation> {
+        (0..count)
+            .map(|i| BatchLocation {
+                base_offset: i * records,
+                last_offset: i * records + records - 1,
+                max_timestamp: 0,
+                segment_id: 1,
+                position: (i * records * 1024) as u64,
+                bytes: (records * 1024) as u32,
+            })
+            .collect()
     }
-    out
+
+    #[test]
+    fn pages_are_bounded_and_cover_exactly_from_to_end() {
+        let all = batches(20_000, 1);
+        let per_page = limits::SEARCH_HOT_READ_BYTES / 1024;
+        let end = 15_000;
+        let mut from = 3;
+        let mut seen = Vec::new();
+        loop {
+            let page = next_page(&all, from, end);
+            let Some(last) = page.last() else { break };
+            assert!(page.len() <= per_page, "{} batches in a page", page.len());
+            from = last.last_offset + 1;
+            seen.extend(page.iter().map(|b| b.base_offset));
+        }
+        assert_eq!(seen, (3..=15_000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_batch_larger_than_a_page_is_a_page_of_its_own() {
+        let records = (limits::SEARCH_HOT_READ_BYTES / 1024) as i64 * 2;
+        let all = batches(3, records);
+        let page = next_page(&all, records, i64::MAX);
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].base_offset, records);
+        // Nothing past `end`, even when it falls inside a batch.
+        assert!(next_page(&all, 0, records - 2).is_empty());
+    }
 }
