@@ -420,6 +420,8 @@ impl Group {
             self.initial_join_until = None;
             self.rebalance_deadline = Some(now + rebalance_timeout);
         }
+        tracing::debug!(group = %self.id, generation = self.generation, from = self.state.name(),
+            "preparing a rebalance");
         self.state = GroupState::PreparingRebalance;
     }
 
@@ -482,6 +484,8 @@ impl Group {
             self.leader = self.members.keys().next().cloned();
         }
         self.state = GroupState::CompletingRebalance;
+        tracing::debug!(group = %self.id, generation = self.generation, leader = ?self.leader,
+            members = self.members.len(), "join phase complete");
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
             let outcome = self.join_outcome(&id);
@@ -581,6 +585,7 @@ impl Group {
             member.assignment = assignments.remove(&member.id).unwrap_or_default();
         }
         self.state = GroupState::Stable;
+        tracing::debug!(group = %self.id, generation = self.generation, "assignment stored");
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
             let outcome = self.sync_outcome(&id);
@@ -735,6 +740,7 @@ impl Group {
         let Some(mut member) = self.members.remove(member_id) else {
             return;
         };
+        tracing::debug!(group = %self.id, member = %member_id, "member removed");
         member.answer_join(JoinOutcome::failed(
             ResponseError::UnknownMemberId,
             member_id,

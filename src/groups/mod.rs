@@ -107,10 +107,18 @@ impl Coordinator {
             });
         }
         let settings = self.settings;
-        groups
+        let member_id = request.member_id.clone();
+        let pending = groups
             .entry(group_id.to_string())
             .or_insert_with(|| Group::new(group_id.to_string(), settings))
-            .join(request, Instant::now())
+            .join(request, Instant::now());
+        if let Pending::Now(JoinOutcome {
+            error: Some(error), ..
+        }) = &pending
+        {
+            rejected("JoinGroup", group_id, &member_id, -1, *error);
+        }
+        pending
     }
 
     pub fn sync(
@@ -128,13 +136,20 @@ impl Coordinator {
                 ..SyncOutcome::default()
             });
         };
-        group.sync(
+        let pending = group.sync(
             member_id,
             instance_id,
             generation,
             assignments,
             Instant::now(),
-        )
+        );
+        if let Pending::Now(SyncOutcome {
+            error: Some(error), ..
+        }) = &pending
+        {
+            rejected("SyncGroup", group_id, member_id, generation, *error);
+        }
+        pending
     }
 
     pub fn heartbeat(
@@ -145,10 +160,14 @@ impl Coordinator {
         generation: i32,
     ) -> Result<(), ResponseError> {
         let mut groups = self.lock();
-        let group = groups
-            .get_mut(group_id)
-            .ok_or(ResponseError::UnknownMemberId)?;
-        group.heartbeat(member_id, instance_id, generation, Instant::now())
+        let result = match groups.get_mut(group_id) {
+            Some(group) => group.heartbeat(member_id, instance_id, generation, Instant::now()),
+            None => Err(ResponseError::UnknownMemberId),
+        };
+        if let Err(error) = result {
+            rejected("Heartbeat", group_id, member_id, generation, error);
+        }
+        result
     }
 
     /// LeaveGroup: one result per (member id, instance id).
@@ -198,7 +217,7 @@ impl Coordinator {
     ) -> Result<(), GroupsError> {
         let mut groups = self.lock();
         let now = Instant::now();
-        match groups.get_mut(group_id) {
+        let result = match groups.get_mut(group_id) {
             Some(group) => group
                 .check_commit(member_id, instance_id, generation, now)
                 .map_err(GroupsError::Rejected),
@@ -206,7 +225,12 @@ impl Coordinator {
             // admin tools) create it.
             None if generation < 0 && member_id.is_empty() => Ok(()),
             None => Err(GroupsError::GroupIdNotFound(group_id.to_string())),
+        };
+        if let Err(error) = &result {
+            tracing::debug!(group = %group_id, member = %member_id, generation, %error,
+                "OffsetCommit rejected");
         }
+        result
     }
 
     /// A group's committed offsets.
@@ -382,6 +406,12 @@ impl Coordinator {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Group>> {
         self.groups.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Rejections are routine in a rebalance (clients retry or rejoin), so they are debug lines:
+/// `STRATA_LOG=info,strata::groups=debug` shows a group's whole conversation.
+fn rejected(call: &str, group_id: &str, member_id: &str, generation: i32, error: ResponseError) {
+    tracing::debug!(group = %group_id, member = %member_id, generation, ?error, "{call} rejected");
 }
 
 fn empty_description(group_id: &str) -> GroupDescription {

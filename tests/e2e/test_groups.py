@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -20,7 +21,8 @@ from helpers import (confluent_producer, create_topic, flush_all, produce_with_b
 MEMBER = Path(__file__).with_name("group_member.py")
 PARTITIONS = 6
 # Kafka's group.initial.rebalance.delay.ms shortened: the test starts members one by one.
-FLAGS = ("--group-initial-rebalance-delay-ms", "1000")
+# The group's debug lines (joins, syncs, rejected calls) go into a failed test's broker tail.
+FLAGS = ("--group-initial-rebalance-delay-ms", "1000", "--log", "info,strata::groups=debug")
 
 
 class Member:
@@ -29,13 +31,17 @@ class Member:
     def __init__(self, client: str, bootstrap: str, group: str, topic: str,
                  strategy: str = "cooperative-sticky", instance_id: str | None = None):
         static = [instance_id] if instance_id else []
+        # A file, not a pipe: librdkafka logs every failed reconnect while the broker is down,
+        # and a pipe nobody reads would fill and block the client's threads.
+        self.stderr = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen(
             [sys.executable, str(MEMBER), client, bootstrap, group, topic, strategy, *static],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, stderr=self.stderr, text=True)
         self.assignment: list[int] = []
         self.assignments: list[list[int]] = []
         self.consumed: list[tuple[int, int]] = []
         self.lock = threading.Lock()
+        self.hung = False  # did not close within 30 s of SIGTERM and was killed
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -67,10 +73,15 @@ class Member:
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
+                self.hung = True
                 self.proc.kill()
                 self.proc.wait(10)
         self.reader.join(10)
-        assert self.proc.returncode in (0, -signal.SIGKILL), self.proc.stderr.read()[-2000:]
+        assert self.proc.returncode in (0, -signal.SIGKILL), self.stderr_tail()
+
+    def stderr_tail(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read()[-2000:]
 
 
 def wait_until(condition, timeout: float, what: str, detail=lambda: ""):
@@ -189,7 +200,9 @@ def test_three_members_share_fail_over_rebalance_sticky_and_resume_after_kill9(s
         for m in members:
             m.stop()  # commits and leaves
         wait_until(lambda: committed(broker, group) == end, 30, "the final commits",
-                   lambda: f"committed {committed(broker, group)}, end {end}")
+                   lambda: f"committed {committed(broker, group)}, end {end}, group "
+                           f"{group_detail(broker, group)}, members (hung, stderr) "
+                           f"{[(m.hung, m.stderr_tail()) for m in members]}")
         assert group_detail(broker, group)["state"] == "Empty"
 
         broker.kill()
