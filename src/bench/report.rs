@@ -1,6 +1,7 @@
 //! What a benchmark run reports: counters shared by its tasks, a progress line once a second on
 //! stderr, and a summary at the end (text, or one JSON object on stdout for scripts).
 
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,12 +72,18 @@ impl Progress {
                 let records = counters.records.load(Ordering::Relaxed);
                 let bytes = counters.bytes.load(Ordering::Relaxed);
                 let errors = counters.errors.load(Ordering::Relaxed);
-                eprintln!(
+                // A closed stderr (the bench piped into `head`) ends the progress lines, not
+                // the run.
+                let line = writeln!(
+                    std::io::stderr().lock(),
                     "{mode}: {:>5.0}s {:>10} records/s {:>9.1} MB/s  total {records} records, {errors} errors",
                     start.elapsed().as_secs_f64(),
                     records - records_before,
                     (bytes - bytes_before) as f64 / 1e6,
                 );
+                if line.is_err() {
+                    return;
+                }
                 (records_before, bytes_before) = (records, bytes);
             }
         });
