@@ -6,6 +6,10 @@ The WAL's disk:
   (a raw Produce shows the code), the high watermark stands still, nothing is acknowledged past
   it; once the fault clears, the same idempotent producers get through, and every acknowledged
   record is there exactly once, in order, with no holes.
+- fsync or write hanging (a disk that stops answering): a Produce gets REQUEST_TIMED_OUT after
+  its own timeout, nothing is acknowledged or made visible, and the rest of the broker answers
+  (metadata, offsets, fetches of what is there, the admin API); once the disk answers, the
+  producers get through and every acknowledged record is there exactly once, in order.
 - a real full disk (the WAL on a 2 MiB tmpfs while uploads fail, so nothing can be trimmed):
   the same, and produce recovers by itself once uploads free space. Skipped, with the reason,
   where a tmpfs cannot be mounted.
@@ -40,6 +44,7 @@ from streams import (TrackedProducer, admin_call, check_log, clear_faults, metri
                      partitions_info, read_log, set_fault)
 
 KAFKA_STORAGE_ERROR = 56
+REQUEST_TIMED_OUT = 7
 
 
 # ------------------------------------------------------------------ helpers
@@ -141,6 +146,48 @@ def test_wal_failure_refuses_produce_then_recovers(start_broker, point, errno):
     finally:
         producer.stop()
     finish(producer, b.bootstrap, topic, 2, probes)
+
+
+@pytest.mark.parametrize("point", ["wal.fsync", "wal.write"])
+def test_wal_hang_times_produce_out_and_the_rest_answers(start_broker, point):
+    b = start_broker("--fault-injection")
+    topic = unique_topic("walhang")
+    create_topic(b.bootstrap, topic, 2)
+    producer = TrackedProducer(b.bootstrap, topic, "p0", 2, rate_per_s=500).start()
+    probe = b"probe-0.during-the-hang"
+    try:
+        producer.wait_acked(200)
+        frozen_at_start = high_watermarks(b.bootstrap, topic, 2)
+        set_fault(b, point, action="hang")
+        since = time.monotonic()
+        batch = wire.build_batch([wire.RawRecord(key=None, value=probe)])
+        with wire.Conn(b.bootstrap, timeout=30) as conn:
+            started = time.monotonic()
+            payload = conn.roundtrip(wire.produce_v3(1, topic, 0, batch, timeout_ms=1500),
+                                     timeout=30)
+            waited = time.monotonic() - started
+        _corr, answers = wire.parse_produce_v3(payload)
+        assert answers[0][2] == REQUEST_TIMED_OUT, answers
+        assert waited < 15, f"the produce timeout of 1.5 s was answered after {waited:.1f} s"
+        # The WAL is stuck, the broker is not: metadata, offsets, fetches and the admin API.
+        frozen = high_watermarks(b.bootstrap, topic, 2)
+        assert all(f >= s for f, s in zip(frozen, frozen_at_start)), (frozen, frozen_at_start)
+        got = consume_confluent(b.bootstrap, topic, dict(enumerate(frozen)))
+        assert [len(got[p]) for p in range(2)] == frozen, "a fetch during the hang fell short"
+        status, _ = admin_call(b, "GET", "/v1/topics")
+        assert status == 200
+        time.sleep(1.0)  # the producer keeps trying all along
+        assert high_watermarks(b.bootstrap, topic, 2) == frozen, "the log grew during the hang"
+        assert_nothing_acknowledged_past(producer, since, frozen)
+        acked_at_fault = len(producer.acked)
+        clear_faults(b)
+        producer.wait_acked(acked_at_fault + 500)
+    finally:
+        clear_faults(b)
+        producer.stop()
+    # The probe's request timed out; its batch may still have been written once the disk
+    # answered, as Kafka's may after a timeout: it is allowed, never required.
+    finish(producer, b.bootstrap, topic, 2, {probe})
 
 
 def test_real_disk_full_then_space_returns(tmp_path):
