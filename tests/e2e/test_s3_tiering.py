@@ -13,6 +13,9 @@ it that can be switched off (cutting the S3 client's pooled keep-alive connectio
 - S3 switched off under an acks=all produce load: produce is still acknowledged, an indexer
   run answers 502 and trims nothing; S3 back: the backlog uploads and every acknowledged
   record is read back from the bucket.
+- A multipart upload whose part PUT fails (fault injection in front of the real S3 client) is
+  aborted on S3: moto holds no upload in progress, the run answers 502 and trims nothing; the
+  next run uploads the object in parts and the records read back from the bucket.
 - With a small --wal-disk-bytes-max, produce during the outage ends in KAFKA_STORAGE_ERROR
   (retriable, no offsets taken); nothing acknowledged is lost and a retrying producer gets
   through once S3 is back.
@@ -45,6 +48,7 @@ import pytest
 from confluent_kafka import KafkaError
 from confluent_kafka.admin import ConfigResource, ResourceType
 
+import streams
 from helpers import (Deliveries, Rec, admin_client, assert_contiguous, confluent_producer,
                      consume_confluent, consume_kafka_python, create_topic, flush_all,
                      produce_with_backpressure, topic_partitions, unique_topic, watermarks)
@@ -818,6 +822,66 @@ def test_s3_outage_under_produce_load_then_backlog_uploads(bucket, s3_switch, st
     assert sum(ends.values()) == load.acked() == len(load.sent), \
         (ends, load.acked(), len(load.sent))
     assert {p: t[p]["high_watermark"] for p in t} == ends
+
+
+def uploads_in_progress(s3, bucket_name: str, prefix: str) -> list[str]:
+    listed = s3.list_multipart_uploads(Bucket=bucket_name, Prefix=prefix + "/")
+    return [u["Key"] for u in listed.get("Uploads", [])]
+
+
+def test_a_failed_multipart_upload_is_aborted_on_s3_then_retried(bucket, start_broker):
+    moto, s3, bucket_name, prefix = bucket
+    b = start_broker(*s3_flags(bucket_name, prefix, moto.endpoint), "--fault-injection",
+                     "--wal-segment-bytes", str(64 * 1024 * 1024), name="multipart")
+    topic = unique_topic("s3-multipart")
+    create_topic(b.bootstrap, topic, 1)
+    # ~24 MB of incompressible values: one object above the multipart threshold, three parts.
+    rng = random.Random(11)
+    d = Deliveries()
+    p = confluent_producer(b.bootstrap, **{"acks": "all", "linger.ms": 20, "batch.size": 262144})
+    values = [rng.randbytes(1024) for _ in range(24_000)]
+    for i, value in enumerate(values):
+        produce_with_backpressure(p, topic, value, partition=0, on_delivery=d.tagged(i))
+    flush_all(p, timeout=120)
+    assert not d.failed and len(d.acked_ids) == len(values), d.failures_summary()
+    assert uploads_in_progress(s3, bucket_name, prefix) == []
+
+    # The first two PUTs pass (CreateMultipartUpload and a part), the next part fails.
+    streams.set_fault(b, "object_store.put", action="error", errno="EIO", after=2)
+    status, body = run_indexer(b)
+    assert status == 502, f"POST /v1/indexer/run with a failing part: {status} {body}"
+    faults = streams.admin_call(b, "GET", "/v1/faults")[1]
+    assert faults, "the fault was cleared by something else"
+    # The upload was started on S3 and aborted there. An S3 client may retry a
+    # CreateMultipartUpload whose answer it did not get, starting a second upload that the
+    # broker never heard of; the bucket's lifecycle rule (terraform/) removes those. So what
+    # is left in progress must be no more than the uploads started beyond those aborted.
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", moto.log.read_text())  # werkzeug colours some
+    requests = [line for line in plain.splitlines()
+                if f"{prefix}/v2/segments/" in line and '"GET ' not in line]
+    started = [line for line in requests if '"POST ' in line and "?uploads" in line]
+    aborted = [line for line in requests
+               if '"DELETE ' in line and "uploadId=" in line and '" 204 ' in line]
+    assert aborted, f"no AbortMultipartUpload answered by S3: {requests}"
+    left = uploads_in_progress(s3, bucket_name, prefix)
+    assert len(left) <= len(started) - len(aborted), \
+        f"the failed multipart upload was left on S3: {left}, requests {requests}"
+    assert segment_objects(bucket_objects(s3, bucket_name, prefix)) == {}
+    assert tiers(b, topic)[0]["wal_start_offset"] == 0, "trimmed although nothing was uploaded"
+
+    # The background indexer retries too; whichever run gets there, the object goes up whole.
+    streams.clear_faults(b)
+    status, body = run_indexer(b)
+    assert status == 200, f"the retry: {status} {body}"
+    assert len(uploads_in_progress(s3, bucket_name, prefix)) <= len(left)
+    objects = segment_objects(bucket_objects(s3, bucket_name, prefix))
+    assert len(objects) == 1 and max(objects.values()) > MULTIPART_THRESHOLD, objects
+    (key,) = objects
+    etag = s3.head_object(Bucket=bucket_name, Key=f"{prefix}/{key}")["ETag"]
+    assert re.search(r"-\d+\"?$", etag), f"not a multipart object: ETag {etag}"
+    assert_all_uploaded(b, topic)
+    got = consume_confluent(b.bootstrap, topic, {0: len(values)})
+    assert [r.value for r in got[0]] == values
 
 
 def test_wal_disk_budget_during_outage_refuses_produce_retriably(bucket, s3_switch, start_broker):
