@@ -116,7 +116,7 @@ impl Coordinator {
             error: Some(error), ..
         }) = &pending
         {
-            rejected("JoinGroup", group_id, &member_id, -1, *error);
+            rejected("JoinGroup", group_id, &member_id, -1, error);
         }
         pending
     }
@@ -147,7 +147,7 @@ impl Coordinator {
             error: Some(error), ..
         }) = &pending
         {
-            rejected("SyncGroup", group_id, member_id, generation, *error);
+            rejected("SyncGroup", group_id, member_id, generation, error);
         }
         pending
     }
@@ -165,7 +165,7 @@ impl Coordinator {
             None => Err(ResponseError::UnknownMemberId),
         };
         if let Err(error) = result {
-            rejected("Heartbeat", group_id, member_id, generation, error);
+            rejected("Heartbeat", group_id, member_id, generation, &error);
         }
         result
     }
@@ -227,8 +227,7 @@ impl Coordinator {
             None => Err(GroupsError::GroupIdNotFound(group_id.to_string())),
         };
         if let Err(error) = &result {
-            tracing::debug!(group = %group_id, member = %member_id, generation, %error,
-                "OffsetCommit rejected");
+            rejected("OffsetCommit", group_id, member_id, generation, error);
         }
         result
     }
@@ -410,7 +409,13 @@ impl Coordinator {
 
 /// Rejections are routine in a rebalance (clients retry or rejoin), so they are debug lines:
 /// `STRATA_LOG=info,strata::groups=debug` shows a group's whole conversation.
-fn rejected(call: &str, group_id: &str, member_id: &str, generation: i32, error: ResponseError) {
+fn rejected(
+    call: &str,
+    group_id: &str,
+    member_id: &str,
+    generation: i32,
+    error: &dyn std::fmt::Debug,
+) {
     tracing::debug!(group = %group_id, member = %member_id, generation, ?error, "{call} rejected");
 }
 

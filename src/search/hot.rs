@@ -235,8 +235,9 @@ impl Refresher {
             let key = (partition.topic_id, partition.index);
             live.insert(key);
             let mut from = self.indexed.get(&key).copied().unwrap_or(i64::MIN);
-            // What the partition holds now: every batch of a segment sealed before the pass.
-            // Batches published meanwhile wait for the next pass, so a pass always ends.
+            // Up to what the partition holds now, which covers every batch of the segments
+            // below `active`. Batches published meanwhile wait for the next pass, so a pass
+            // always ends.
             let Some(end) = partition.lock().batches.back().map(|b| b.last_offset) else {
                 continue;
             };
