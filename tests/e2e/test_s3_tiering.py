@@ -14,8 +14,9 @@ it that can be switched off (cutting the S3 client's pooled keep-alive connectio
   run answers 502 and trims nothing; S3 back: the backlog uploads and every acknowledged
   record is read back from the bucket.
 - A multipart upload whose part PUT fails (fault injection in front of the real S3 client) is
-  aborted on S3: moto holds no upload in progress, the run answers 502 and trims nothing; the
-  next run uploads the object in parts and the records read back from the bucket.
+  aborted on S3: an AbortMultipartUpload reaches moto and nothing the broker started is left
+  in progress; the run answers 502 and trims nothing; the next run uploads the object in
+  parts and the records read back from the bucket.
 - With a small --wal-disk-bytes-max, produce during the outage ends in KAFKA_STORAGE_ERROR
   (retriable, no offsets taken); nothing acknowledged is lost and a retrying producer gets
   through once S3 is back.
