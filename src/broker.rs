@@ -142,6 +142,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     metrics.register(Box::new(wal.fsync_histogram()));
     metrics.register(Box::new(wal.write_failures_counter()));
+    metrics.register(Box::new(wal.reused_counter()));
     let cache_dir = config
         .cache_dir
         .clone()

@@ -168,6 +168,7 @@ pub struct Config {
 
     /// Local-disk budget of the WAL: while object storage is unreachable, produce keeps working
     /// until the WAL holds this many bytes, then answers with a retriable error. 0: no limit.
+    /// Beside it, the WAL keeps one trimmed segment's file for reuse (`--wal-segment-bytes`).
     #[arg(long, env = "STRATA_WAL_DISK_BYTES_MAX", default_value_t = 16 * 1024 * 1024 * 1024)]
     pub wal_disk_bytes_max: u64,
 

@@ -159,7 +159,7 @@ pub fn wal_segment(data: &[u8]) {
     };
     let mut partitions: BTreeMap<(Uuid, i32), Partition> = BTreeMap::new();
     let mut entries = 0;
-    let end = segment::scan_reader(&file[..], file.len() as u64, |entry| {
+    let end = segment::scan_reader(&file[..], file.len() as u64, 1, |entry| {
         let key = (entry.topic_id, entry.partition);
         let partition = partitions
             .entry(key)
@@ -192,14 +192,20 @@ pub fn wal_segment(data: &[u8]) {
     if valid_length < segment::SEGMENT_HEADER_BYTES {
         file = segment::segment_header().to_vec();
     }
+    // As `Wal::open` does with a segment of an older format version: new entries go to a new
+    // segment.
+    if file[..segment::SEGMENT_HEADER_BYTES as usize] != segment::segment_header() {
+        file = segment::segment_header().to_vec();
+        entries = 0;
+    }
     let batch = sample_batch();
     let base_offset = 1_000;
     let mut appended = bytes::BytesMut::new();
-    segment::encode_entry(&mut appended, Uuid::nil(), 0, &batch, base_offset);
+    segment::encode_entry(&mut appended, 1, Uuid::nil(), 0, &batch, base_offset);
     file.extend_from_slice(&appended);
     let mut found = 0;
     let mut last = None;
-    let end = segment::scan_reader(&file[..], file.len() as u64, |entry| {
+    let end = segment::scan_reader(&file[..], file.len() as u64, 1, |entry| {
         found += 1;
         last = Some((entry.header.base_offset, entry.batch.len()));
         Ok(())
@@ -410,7 +416,7 @@ fn repair_wal(file: &mut [u8]) {
             batch[8..12].copy_from_slice(&batch_length.to_be_bytes());
             repair_batches(batch);
         }
-        let crc = crc32c::crc32c(body);
+        let crc = segment::entry_checksum(1, body);
         file[at + 4..at + 8].copy_from_slice(&crc.to_be_bytes());
         at += entry_header + length;
     }

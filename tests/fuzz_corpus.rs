@@ -430,7 +430,7 @@ fn wal_seeds() -> Vec<(String, Bytes)> {
     {
         let batch = encode_batch(&records(2 + i), codec, None);
         let offset = next[&partition];
-        encode_entry(&mut segment, topic, partition, &batch, offset);
+        encode_entry(&mut segment, 1, topic, partition, &batch, offset);
         *next.get_mut(&partition).unwrap() += 2 + i as i64;
     }
     let whole = segment.clone().freeze();
@@ -441,6 +441,7 @@ fn wal_seeds() -> Vec<(String, Bytes)> {
     let mut overlapping = BytesMut::from(&segment_header()[..]);
     encode_entry(
         &mut overlapping,
+        1,
         topic,
         0,
         &encode_batch(&records(3), Compression::None, None),
@@ -448,6 +449,7 @@ fn wal_seeds() -> Vec<(String, Bytes)> {
     );
     encode_entry(
         &mut overlapping,
+        1,
         topic,
         0,
         &encode_batch(&records(3), Compression::None, None),

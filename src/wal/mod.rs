@@ -9,6 +9,12 @@
 //! its fsync; a failed write is cut off the file and its offsets are handed out again (a failed
 //! cut stops appends until a later cut succeeds, and never lets the segment be sealed); replay
 //! verifies every entry and cuts a torn tail before anything new is appended.
+//!
+//! A trimmed segment's file is kept as the spare (one at most) and becomes the next segment:
+//! writing over blocks a file already has lets each fsync flush the data alone, where
+//! appending to a growing file also commits the file system's journal (the file's new size and
+//! blocks) every time, about twice the flush time. Entries' checksums include the segment id
+//! (`segment`), so what the file held before is never read as the new segment's.
 
 pub mod segment;
 mod writer;
@@ -120,6 +126,11 @@ pub struct WalOptions {
 /// Open segment files, shared by the writer (which appends to the last) and readers.
 pub struct SegmentFiles {
     files: RwLock<BTreeMap<u64, Arc<File>>>,
+    /// The valid length of every sealed segment (a reused file is longer).
+    sealed_lengths: Mutex<BTreeMap<u64, u64>>,
+    /// A trimmed segment's file, waiting to become the next segment.
+    spare: Mutex<Spare>,
+    spare_path: PathBuf,
     /// The segment the writer appends to; every lower id is sealed.
     active: AtomicU64,
     /// Bytes of every segment on disk.
@@ -132,6 +143,8 @@ pub struct SegmentFiles {
     fsync_seconds: prometheus::Histogram,
     /// Group commits whose write or fsync failed (their producers got KAFKA_STORAGE_ERROR).
     write_failures: prometheus::IntCounter,
+    /// Segments started in a trimmed segment's file.
+    reused: prometheus::IntCounter,
 }
 
 impl SegmentFiles {
@@ -155,11 +168,86 @@ impl SegmentFiles {
         self.active.store(id, Ordering::Release);
         self.sealed.notify_waiters();
     }
+
+    fn set_sealed_length(&self, id: u64, length: u64) {
+        self.sealed_lengths
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, length);
+    }
+
+    fn take_sealed_length(&self, id: u64) -> Option<u64> {
+        self.sealed_lengths
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+    }
+
+    /// Moves the file at `path` to the spare's place if there is none: true if it did. The
+    /// file becomes usable once `offer_spare` hands it over.
+    fn claim_spare(&self, path: &Path) -> bool {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if !matches!(*spare, Spare::Empty) {
+            return false;
+        }
+        match std::fs::rename(path, &self.spare_path) {
+            Ok(()) => {
+                *spare = Spare::Claimed;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Hands a claimed spare over once no read holds it any more (a read must never see its
+    /// bytes change); past `WAL_RELEASE_WAIT_MS` it is deleted instead. Blocking.
+    fn offer_spare(&self, file: Arc<File>) {
+        let deadline = Instant::now() + Duration::from_millis(limits::WAL_RELEASE_WAIT_MS);
+        let mut file = file;
+        let owned = loop {
+            match Arc::try_unwrap(file) {
+                Ok(owned) => break Some(owned),
+                Err(_) if Instant::now() >= deadline => break None,
+                Err(shared) => file = shared,
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        *spare = match owned {
+            Some(owned) => Spare::Ready(owned),
+            None => {
+                let _ = std::fs::remove_file(&self.spare_path);
+                Spare::Empty
+            }
+        };
+    }
+
+    /// The spare, renamed to `path`, if one is ready.
+    fn take_spare(&self, path: &Path) -> Option<File> {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if !matches!(*spare, Spare::Ready(_)) {
+            return None;
+        }
+        std::fs::rename(&self.spare_path, path).ok()?;
+        match std::mem::replace(&mut *spare, Spare::Empty) {
+            Spare::Ready(file) => Some(file),
+            _ => None,
+        }
+    }
+}
+
+/// The state of the spare file.
+enum Spare {
+    Empty,
+    /// Renamed to the spare's place; reads may still hold it.
+    Claimed,
+    Ready(File),
 }
 
 pub struct Wal {
     dir: PathBuf,
     disk_bytes_max: u64,
+    segment_bytes: u64,
     sender: mpsc::Sender<Command>,
     files: Arc<SegmentFiles>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -176,14 +264,20 @@ impl Wal {
     ) -> Result<Wal, WalError> {
         let dir = options.dir.clone();
         let disk_bytes_max = options.disk_bytes_max;
+        let segment_bytes = options.segment_bytes;
         let io = |source| WalError::Io {
             path: dir.clone(),
             source,
         };
         std::fs::create_dir_all(&options.dir).map_err(io)?;
         let ids = segment::list_segments(&options.dir).map_err(io)?;
+        let spare_path = options.dir.join(SPARE_FILE_NAME);
+        let spare = open_spare(&spare_path, !ids.is_empty()).map_err(io)?;
         let files = Arc::new(SegmentFiles {
             files: RwLock::new(BTreeMap::new()),
+            sealed_lengths: Mutex::new(BTreeMap::new()),
+            spare: Mutex::new(spare),
+            spare_path,
             active: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             appended: AtomicU64::new(0),
@@ -201,6 +295,11 @@ impl Wal {
                 "WAL group commits whose write or fsync failed; their appends were refused with KAFKA_STORAGE_ERROR.",
             )
             .expect("valid metric"),
+            reused: prometheus::IntCounter::new(
+                "strata_wal_segments_reused_total",
+                "WAL segments started in the file of a trimmed one (written over, not appended to).",
+            )
+            .expect("valid metric"),
         });
         let mut active = None;
         for (n, &id) in ids.iter().enumerate() {
@@ -212,18 +311,18 @@ impl Wal {
             files.insert(id, file.clone());
             if is_last {
                 active = Some((id, file, length));
+            } else {
+                files.set_sealed_length(id, length);
             }
         }
         let active = match active {
-            Some(active) => active,
-            None => {
-                let file = Arc::new(create_segment(&options.dir, 1).map_err(io)?);
-                files.insert(1, file.clone());
-                files
-                    .bytes
-                    .fetch_add(SEGMENT_HEADER_BYTES, Ordering::AcqRel);
-                (1, file, SEGMENT_HEADER_BYTES)
+            Some((id, file, length)) if is_current_format(&file) => (id, file, length),
+            // Written by an older version: new entries go to a new segment after it.
+            Some((id, _, length)) => {
+                files.set_sealed_length(id, length);
+                start_segment(&files, &options.dir, id + 1).map_err(io)?
             }
+            None => start_segment(&files, &options.dir, 1).map_err(io)?,
         };
         files.activate(active.0);
         let (sender, receiver) = mpsc::channel(limits::WAL_QUEUE_DEPTH);
@@ -236,6 +335,7 @@ impl Wal {
         Ok(Wal {
             dir,
             disk_bytes_max,
+            segment_bytes,
             sender,
             files,
             writer: Mutex::new(Some(handle)),
@@ -313,6 +413,11 @@ impl Wal {
         self.files.write_failures.clone()
     }
 
+    /// The count of segments started in a trimmed segment's file.
+    pub fn reused_counter(&self) -> prometheus::IntCounter {
+        self.files.reused.clone()
+    }
+
     /// Sealed segments (every one but the active), oldest first.
     pub fn sealed_segments(&self) -> Vec<u64> {
         let active = self.files.active.load(Ordering::Acquire);
@@ -332,15 +437,16 @@ impl Wal {
         mut visit: F,
     ) -> Result<(), WalError> {
         let path = segment::segment_path(&self.dir, id);
-        let end = segment::scan(&path, |entry| {
+        let end = segment::scan(&path, id, |entry| {
             visit(entry);
             Ok(())
         })?;
         expect_clean(path, end).map(|_| ())
     }
 
-    /// Deletes a sealed segment whose batches are safely elsewhere. Readers that already hold
-    /// its file keep reading it; new reads no longer find it. Blocking.
+    /// Deletes a sealed segment whose batches are safely elsewhere, keeping its file as the
+    /// spare if there is none yet. Readers that already hold its file keep reading it; new
+    /// reads no longer find it. Blocking.
     pub fn remove_segment(&self, id: u64) -> std::io::Result<()> {
         if id >= self.files.active.load(Ordering::Acquire) {
             return Err(std::io::Error::other(format!(
@@ -348,20 +454,36 @@ impl Wal {
             )));
         }
         let path = segment::segment_path(&self.dir, id);
-        let length = std::fs::metadata(&path)?.len();
+        let file_length = std::fs::metadata(&path)?.len();
         let file = self
             .files
             .files
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
-        std::fs::remove_file(&path)?;
+        let reuse = file
+            .as_deref()
+            .is_some_and(|f| self.reusable(f, file_length))
+            && self.files.claim_spare(&path);
+        if !reuse {
+            std::fs::remove_file(&path)?;
+        }
+        let length = self.files.take_sealed_length(id).unwrap_or(file_length);
         self.files.bytes.fetch_sub(length, Ordering::AcqRel);
         let synced = sync_dir(&self.dir);
-        if let Some(file) = file {
-            release_gradually(file, length);
+        match file {
+            Some(file) if reuse => self.files.offer_spare(file),
+            Some(file) => release_gradually(file, file_length),
+            None => {}
         }
         synced
+    }
+
+    /// Whether a trimmed segment's file is worth keeping as the spare: as long as a segment
+    /// (a segment sealed early by time is not), and of the current format (a version 1 file's
+    /// entries would pass their checksums under any id).
+    fn reusable(&self, file: &File, file_length: u64) -> bool {
+        file_length >= self.segment_bytes && is_current_format(file)
     }
 
     /// Whether the WAL has reached its disk budget (the bucket is not keeping up or not
@@ -394,7 +516,7 @@ impl Wal {
 /// the last segment is cut off the file (a crash mid-write), anywhere else it is an error.
 fn replay_segment(dir: &Path, id: u64, is_last: bool, topics: &Topics) -> Result<u64, WalError> {
     let path = segment::segment_path(dir, id);
-    let end = segment::scan(&path, |entry| {
+    let end = segment::scan(&path, id, |entry| {
         let topic = topics.get_by_id(&entry.topic_id);
         match topic.as_ref().and_then(|t| t.partition(entry.partition)) {
             Some(partition) => replay_entry(partition, id, &entry),
@@ -408,7 +530,8 @@ fn replay_segment(dir: &Path, id: u64, is_last: bool, topics: &Topics) -> Result
             reason,
         } if is_last => {
             tracing::warn!(segment = %path.display(), valid_length, file_length, %reason,
-                "WAL replay: cutting a torn tail");
+                "WAL replay: cutting the tail after the last valid entry (a write a crash cut short, \
+                 or what a reused file held before)");
             cut_tail(&path, valid_length).map_err(|source| WalError::Io {
                 path: path.clone(),
                 source,
@@ -513,6 +636,58 @@ pub fn shrink_in_steps(file: &File, length: u64) {
     }
 }
 
+/// The spare file's name in the WAL directory (not a segment's: replay passes it by).
+const SPARE_FILE_NAME: &str = "spare.wal-reuse";
+
+/// Whether a segment's header is this version's (entries appended to it use its checksums).
+fn is_current_format(file: &File) -> bool {
+    let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+    file.read_exact_at(&mut header, 0).is_ok() && header == segment::segment_header()
+}
+
+/// Creates segment `id` as the first active segment of this run.
+fn start_segment(
+    files: &SegmentFiles,
+    dir: &Path,
+    id: u64,
+) -> std::io::Result<(u64, Arc<File>, u64)> {
+    let file = Arc::new(create_segment(dir, id)?);
+    files.insert(id, file.clone());
+    files
+        .bytes
+        .fetch_add(SEGMENT_HEADER_BYTES, Ordering::AcqRel);
+    Ok((id, file, SEGMENT_HEADER_BYTES))
+}
+
+/// The spare a previous run left, if any. Without a segment on disk the ids start again at 1,
+/// and entries the spare holds could pass their checksums under a new id: it is deleted.
+fn open_spare(path: &Path, segments_exist: bool) -> std::io::Result<Spare> {
+    let not_found = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    if !segments_exist {
+        return match std::fs::remove_file(path) {
+            Err(e) if !not_found(&e) => Err(e),
+            _ => Ok(Spare::Empty),
+        };
+    }
+    match open_segment(path) {
+        Ok(file) => Ok(Spare::Ready(file)),
+        Err(e) if not_found(&e) => Ok(Spare::Empty),
+        Err(e) => Err(e),
+    }
+}
+
+/// Makes the spare segment `id`, or, without a spare, creates the file.
+fn reuse_or_create_segment(files: &SegmentFiles, dir: &Path, id: u64) -> std::io::Result<File> {
+    let path = segment::segment_path(dir, id);
+    match files.take_spare(&path) {
+        Some(file) => {
+            files.reused.inc();
+            ready_segment(file, &path, dir)
+        }
+        None => create_segment(dir, id),
+    }
+}
+
 /// Creates a new segment with its header, durable (file and directory entry) before use.
 fn create_segment(dir: &Path, id: u64) -> std::io::Result<File> {
     let path = segment::segment_path(dir, id);
@@ -521,6 +696,11 @@ fn create_segment(dir: &Path, id: u64) -> std::io::Result<File> {
         .write(true)
         .create_new(true)
         .open(&path)?;
+    ready_segment(file, &path, dir)
+}
+
+/// Writes a segment's header and makes it durable, file and directory entry, before use.
+fn ready_segment(file: File, path: &Path, dir: &Path) -> std::io::Result<File> {
     let ready = file
         .write_all_at(&segment::segment_header(), 0)
         .and_then(|_| file.sync_all())
@@ -530,7 +710,7 @@ fn create_segment(dir: &Path, id: u64) -> std::io::Result<File> {
         // would fail on `create_new`, the active segment could never be sealed and uploaded,
         // and the WAL would stay full for ever.
         drop(file);
-        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(path);
         return Err(error);
     }
     Ok(file)

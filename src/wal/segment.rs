@@ -1,11 +1,19 @@
-//! The V1 WAL file format. A segment is a 16-byte header (magic, version) followed by entries:
+//! The V1 WAL file format. A segment is a 16-byte header (magic, format version) followed by
+//! entries, and, once sealed, a seal:
 //!
 //! ```text
-//! entry := body_length u32 | crc32c(body) u32 | body
+//! entry := body_length u32 | crc32c(segment_id u64 | body) u32 | body
 //! body  := topic_id [16] | partition i32 | record batch (as formed: offsets assigned)
+//! seal  := 0 u32 | crc32c(segment_id u64) u32
 //! ```
 //! All integers big-endian. Replay reads entries one at a time (never a whole segment into
-//! memory) and stops at the first entry that is incomplete or fails its checksum.
+//! memory) and stops at the first entry that is incomplete or fails its checksum, or at a seal.
+//!
+//! The segment id in the checksum is what lets a file be reused for a later segment (format
+//! version 2): the entries it held before fail their checksum under the new id, so what lies
+//! after the last entry written is never taken for data, and the seal says where a sealed
+//! segment ends. Version 1 files (checksum of the body alone, no seal, never reused) are still
+//! read.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -19,7 +27,9 @@ use crate::partition::BatchLocation;
 use crate::protocol::record_batch::{BatchError, BatchHeader};
 
 pub const MAGIC: &[u8; 8] = b"STRATAWL";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// Segments written before files were reused: checksums without the segment id.
+const FORMAT_VERSION_UNSEEDED: u32 = 1;
 pub const SEGMENT_HEADER_BYTES: u64 = 16;
 /// Length and checksum before the body.
 pub const ENTRY_HEADER_BYTES: u64 = 8;
@@ -27,10 +37,19 @@ pub const ENTRY_HEADER_BYTES: u64 = 8;
 pub const ENTRY_PREFIX_BYTES: u64 = 20;
 
 pub fn segment_header() -> [u8; SEGMENT_HEADER_BYTES as usize] {
+    versioned_header(FORMAT_VERSION)
+}
+
+fn versioned_header(version: u32) -> [u8; SEGMENT_HEADER_BYTES as usize] {
     let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
     header[..8].copy_from_slice(MAGIC);
-    header[8..12].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
+    header[8..12].copy_from_slice(&version.to_be_bytes());
     header
+}
+
+/// The checksum of an entry's body in segment `segment_id` (of a seal: of an empty body).
+pub fn entry_checksum(segment_id: u64, body: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&segment_id.to_be_bytes()), body)
 }
 
 pub fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -57,6 +76,7 @@ pub fn list_segments(dir: &Path) -> std::io::Result<Vec<u64>> {
 /// Returns the position of the batch's first byte relative to the entry's start.
 pub fn encode_entry(
     buffer: &mut BytesMut,
+    segment_id: u64,
     topic_id: Uuid,
     partition: i32,
     batch: &[u8],
@@ -73,9 +93,16 @@ pub fn encode_entry(
     buffer.put_slice(batch);
     crate::protocol::record_batch::set_base_offset(&mut buffer[batch_start..], base_offset);
     let body = start + ENTRY_HEADER_BYTES as usize;
-    let crc = crc32c::crc32c(&buffer[body..]);
+    let crc = entry_checksum(segment_id, &buffer[body..]);
     buffer[start + 4..body].copy_from_slice(&crc.to_be_bytes());
     ENTRY_HEADER_BYTES + ENTRY_PREFIX_BYTES
+}
+
+/// The seal of segment `segment_id`, written after its last entry.
+pub fn seal(segment_id: u64) -> [u8; ENTRY_HEADER_BYTES as usize] {
+    let mut seal = [0u8; ENTRY_HEADER_BYTES as usize];
+    seal[4..].copy_from_slice(&entry_checksum(segment_id, &[]).to_be_bytes());
+    seal
 }
 
 /// One entry found by replay.
@@ -105,7 +132,8 @@ impl ReplayedEntry<'_> {
 /// How a segment's scan ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ScanEnd {
-    /// Every byte belonged to a valid entry.
+    /// Every byte up to `length` belonged to a valid entry, and a seal or the end of the file
+    /// came next.
     Clean { length: u64 },
     /// Bytes from `valid_length` on are not a valid entry: a torn or corrupt tail.
     Torn {
@@ -129,7 +157,7 @@ pub enum SegmentError {
 /// Reads every entry of a segment in order, calling `visit` for each valid one, and reports
 /// where the valid part ends. An entry `visit` refuses (with its reason) ends the valid part
 /// like a bad checksum. Memory use is one entry, bounded by `WAL_ENTRY_BYTES_MAX`.
-pub fn scan<F>(path: &Path, visit: F) -> Result<ScanEnd, SegmentError>
+pub fn scan<F>(path: &Path, segment_id: u64, visit: F) -> Result<ScanEnd, SegmentError>
 where
     F: FnMut(ReplayedEntry<'_>) -> Result<(), String>,
 {
@@ -140,7 +168,7 @@ where
     let file = File::open(path).map_err(io)?;
     let file_length = file.metadata().map_err(io)?.len();
     let reader = BufReader::with_capacity(1 << 20, file);
-    scan_reader(reader, file_length, visit).map_err(|error| match error {
+    scan_reader(reader, file_length, segment_id, visit).map_err(|error| match error {
         ScanError::Io(source) => io(source),
         ScanError::BadHeader => SegmentError::BadHeader {
             path: path.to_path_buf(),
@@ -163,6 +191,7 @@ pub enum ScanError {
 pub fn scan_reader<R, F>(
     mut reader: R,
     file_length: u64,
+    segment_id: u64,
     mut visit: F,
 ) -> Result<ScanEnd, ScanError>
 where
@@ -178,9 +207,17 @@ where
         });
     }
     reader.read_exact(&mut header)?;
-    if header != segment_header() {
+    let seeded = if header == segment_header() {
+        true
+    } else if header == versioned_header(FORMAT_VERSION_UNSEEDED) {
+        false
+    } else {
         return Err(ScanError::BadHeader);
-    }
+    };
+    let checksum = |body: &[u8]| match seeded {
+        true => entry_checksum(segment_id, body),
+        false => crc32c::crc32c(body),
+    };
     let mut position = SEGMENT_HEADER_BYTES;
     let mut body = Vec::new();
     loop {
@@ -202,6 +239,9 @@ where
         reader.read_exact(&mut entry_header)?;
         let body_length = u32::from_be_bytes(entry_header[..4].try_into().expect("4 bytes")) as u64;
         let crc = u32::from_be_bytes(entry_header[4..].try_into().expect("4 bytes"));
+        if seeded && body_length == 0 && crc == checksum(&[]) {
+            return Ok(ScanEnd::Clean { length: position });
+        }
         if body_length < ENTRY_PREFIX_BYTES || body_length as usize > limits::WAL_ENTRY_BYTES_MAX {
             return torn(format!("entry length {body_length} is impossible"));
         }
@@ -213,7 +253,7 @@ where
         }
         body.resize(body_length as usize, 0);
         reader.read_exact(&mut body)?;
-        if crc32c::crc32c(&body) != crc {
+        if checksum(&body) != crc {
             return torn("entry checksum mismatch".into());
         }
         let batch = &body[ENTRY_PREFIX_BYTES as usize..];

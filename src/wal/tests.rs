@@ -380,10 +380,17 @@ async fn disk_faults_refuse_appends_until_they_clear() {
 fn entries_with_offsets_the_writer_cannot_assign_end_the_valid_part() {
     for base_offset in [-5, i64::MAX - 1] {
         let mut file = bytes::BytesMut::from(&segment::segment_header()[..]);
-        segment::encode_entry(&mut file, uuid::Uuid::nil(), 0, &batch(2, 1).1, 0);
+        segment::encode_entry(&mut file, 1, uuid::Uuid::nil(), 0, &batch(2, 1).1, 0);
         let valid_length = file.len() as u64;
-        segment::encode_entry(&mut file, uuid::Uuid::nil(), 0, &batch(2, 2).1, base_offset);
-        let end = segment::scan_reader(&file[..], file.len() as u64, |_| Ok(())).unwrap();
+        segment::encode_entry(
+            &mut file,
+            1,
+            uuid::Uuid::nil(),
+            0,
+            &batch(2, 2).1,
+            base_offset,
+        );
+        let end = segment::scan_reader(&file[..], file.len() as u64, 1, |_| Ok(())).unwrap();
         let segment::ScanEnd::Torn {
             valid_length: cut,
             reason,
@@ -433,4 +440,163 @@ fn a_deleted_segment_is_freed_in_steps_once_no_read_holds_it() {
     release_gradually(file, length);
     assert!(observer.metadata().unwrap().len() <= limits::WAL_RELEASE_STEP_BYTES);
     assert!(blocks_of(&observer) < before / 2, "the blocks were freed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn trimmed_segment_files_are_reused_and_what_they_held_never_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal_dir = dir.path().join("wal");
+    let spare = wal_dir.join(SPARE_FILE_NAME);
+    let length_of = |id| {
+        std::fs::metadata(segment::segment_path(&wal_dir, id))
+            .unwrap()
+            .len()
+    };
+    let opened = open(dir.path(), 4096);
+    for n in 0..4 {
+        append(&opened, 0, 20, n).await;
+    }
+    opened.wal.roll().await;
+    assert_eq!(opened.wal.sealed_segments(), vec![1]);
+    let old_length = length_of(1);
+    assert!(old_length >= 4096);
+    opened.wal.remove_segment(1).unwrap();
+    assert!(spare.exists(), "a full segment's file is kept");
+
+    let b = append(&opened, 0, 2, 10).await;
+    opened.wal.roll().await;
+    assert!(!spare.exists());
+    assert_eq!(length_of(3), old_length, "segment 3 is segment 1's file");
+    assert_eq!(opened.wal.reused_counter().get(), 1);
+    let c = append(&opened, 0, 2, 11).await;
+    // Sealed: its seal, then what segment 1 held.
+    opened.wal.roll().await;
+    let d = append(&opened, 0, 2, 12).await;
+    let bytes = opened.wal.disk_bytes();
+    opened.wal.close().await;
+
+    let reopened = open(dir.path(), 4096);
+    let expected = vec![
+        (b, stored(2, 10, b)),
+        (c, stored(2, 11, c)),
+        (d, stored(2, 12, d)),
+    ];
+    assert_eq!(contents(&reopened, 0), expected);
+    assert_eq!(
+        reopened.wal.disk_bytes(),
+        bytes,
+        "valid bytes, not file lengths"
+    );
+
+    // Segment 2 is too short to keep; segment 3 becomes the active segment 5, with segment 3's
+    // and segment 1's entries after its header until written over.
+    reopened.wal.remove_segment(2).unwrap();
+    reopened.wal.remove_segment(3).unwrap();
+    reopened.wal.roll().await;
+    assert_eq!(length_of(5), old_length);
+    let e = append(&reopened, 0, 2, 13).await;
+    assert_eq!(e, d + 2);
+    reopened.wal.close().await;
+
+    let last = open(dir.path(), 4096);
+    assert_eq!(
+        contents(&last, 0),
+        vec![(d, stored(2, 12, d)), (e, stored(2, 13, e))]
+    );
+    assert!(length_of(5) < old_length, "what followed was cut on replay");
+    let f = append(&last, 0, 2, 14).await;
+    assert_eq!(f, e + 2);
+    last.wal.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_format_version_1_segment_is_replayed_and_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal_dir = dir.path().join("wal");
+    std::fs::create_dir_all(&wal_dir).unwrap();
+    let topic_id = {
+        let opened = open(dir.path(), 1 << 20);
+        let id = opened.topics.get("t").unwrap().id;
+        opened.wal.close().await;
+        std::fs::remove_dir_all(&wal_dir).unwrap();
+        std::fs::create_dir_all(&wal_dir).unwrap();
+        id
+    };
+    // Version 1: the checksum covers the body alone.
+    let mut file = BytesMut::from(&segment::MAGIC[..]);
+    file.extend_from_slice(&1u32.to_be_bytes());
+    file.extend_from_slice(&[0; 4]);
+    for (tag, base_offset) in [(1, 0), (2, 3)] {
+        let start = file.len();
+        segment::encode_entry(&mut file, 1, topic_id, 0, &batch(3, tag).1, base_offset);
+        let crc = crc32c::crc32c(&file[start + 8..]);
+        file[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
+    }
+    std::fs::write(segment::segment_path(&wal_dir, 1), &file).unwrap();
+
+    let opened = open(dir.path(), 1 << 20);
+    assert_eq!(
+        contents(&opened, 0),
+        vec![(0, stored(3, 1, 0)), (3, stored(3, 2, 3))]
+    );
+    // Appends go to a new segment of the current version, not to the old one.
+    assert_eq!(append(&opened, 0, 3, 3).await, 6);
+    assert_eq!(opened.wal.sealed_segments(), vec![1]);
+    opened.wal.close().await;
+    let opened = open(dir.path(), 1 << 20);
+    assert_eq!(
+        contents(&opened, 0),
+        vec![
+            (0, stored(3, 1, 0)),
+            (3, stored(3, 2, 3)),
+            (6, stored(3, 3, 6))
+        ]
+    );
+    opened.wal.remove_segment(1).unwrap();
+    assert!(!wal_dir.join(SPARE_FILE_NAME).exists());
+    opened.wal.close().await;
+}
+
+#[test]
+fn an_entry_written_for_another_segment_ends_the_valid_part() {
+    let mut file = BytesMut::from(&segment::segment_header()[..]);
+    segment::encode_entry(&mut file, 7, uuid::Uuid::nil(), 0, &batch(2, 1).1, 0);
+    let first = file.len() as u64;
+    segment::encode_entry(&mut file, 6, uuid::Uuid::nil(), 0, &batch(2, 2).1, 2);
+    let end = segment::scan_reader(&file[..], file.len() as u64, 7, |_| Ok(())).unwrap();
+    assert!(
+        matches!(end, ScanEnd::Torn { valid_length, ref reason, .. } if valid_length == first && reason.contains("checksum")),
+        "{end:?}"
+    );
+    // A seal ends a segment clean, whatever follows it.
+    let mut sealed = BytesMut::from(&file[..first as usize]);
+    sealed.extend_from_slice(&segment::seal(7));
+    sealed.extend_from_slice(&file[first as usize..]);
+    let end = segment::scan_reader(&sealed[..], sealed.len() as u64, 7, |_| Ok(())).unwrap();
+    assert_eq!(end, ScanEnd::Clean { length: first });
+    // Another segment's seal does not.
+    let end = segment::scan_reader(&sealed[..], sealed.len() as u64, 8, |_| Ok(())).unwrap();
+    assert!(matches!(end, ScanEnd::Torn { .. }), "{end:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_spare_without_any_segment_is_deleted_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal_dir = dir.path().join("wal");
+    std::fs::create_dir_all(&wal_dir).unwrap();
+    // Entries of a segment 1 from before the WAL was emptied by hand: under the new segment 1
+    // they would pass their checksums.
+    let mut file = BytesMut::from(&segment::segment_header()[..]);
+    segment::encode_entry(&mut file, 1, uuid::Uuid::nil(), 0, &batch(2, 1).1, 0);
+    file.resize(8192, 0);
+    std::fs::write(wal_dir.join(SPARE_FILE_NAME), &file).unwrap();
+    let opened = open(dir.path(), 4096);
+    assert!(!wal_dir.join(SPARE_FILE_NAME).exists());
+    assert_eq!(
+        std::fs::metadata(segment::segment_path(&wal_dir, 1))
+            .unwrap()
+            .len(),
+        segment::SEGMENT_HEADER_BYTES
+    );
+    opened.wal.close().await;
 }

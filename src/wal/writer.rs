@@ -14,8 +14,8 @@ use bytes::BytesMut;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::{
-    create_segment, segment, tick, AppendError, AppendRequest, Appended, Command, SegmentFiles,
-    WalOptions,
+    reuse_or_create_segment, segment, tick, AppendError, AppendRequest, Appended, Command,
+    SegmentFiles, WalOptions,
 };
 use crate::faults::{self, Action, Point};
 use crate::limits;
@@ -229,6 +229,7 @@ impl Writer {
             let entry_start = self.active.length + group.buffer.len() as u64;
             let batch_at = segment::encode_entry(
                 &mut group.buffer,
+                self.active.id,
                 partition.topic_id,
                 partition.index,
                 batch,
@@ -400,9 +401,18 @@ impl Writer {
             self.active.opened = Instant::now();
             return;
         }
+        // Until the next segment exists, the seal is only the end of the active one: the
+        // next group writes over it.
+        if let Err(error) = self.seal() {
+            tracing::error!(%error, segment = self.active.id, "cannot seal the WAL segment; appending to it");
+            self.active.opened = Instant::now();
+            return;
+        }
         let id = self.active.id + 1;
-        match create_segment(&self.options.dir, id) {
+        match reuse_or_create_segment(&self.files, &self.options.dir, id) {
             Ok(file) => {
+                self.files
+                    .set_sealed_length(self.active.id, self.active.length);
                 let file = Arc::new(file);
                 self.files.insert(id, file.clone());
                 self.files
@@ -421,6 +431,13 @@ impl Writer {
                 self.active.opened = Instant::now();
             }
         }
+    }
+
+    /// Writes and syncs the seal after the active segment's last entry.
+    fn seal(&self) -> std::io::Result<()> {
+        let seal = segment::seal(self.active.id);
+        self.active.file.write_all_at(&seal, self.active.length)?;
+        self.active.file.sync_data()
     }
 }
 
