@@ -81,8 +81,9 @@ pub async fn serve(
         let slot = match admission.admit(peer.ip()) {
             Ok(slot) => slot,
             Err(refusal) => {
-                drop(stream);
+                // Counted first: a client that saw the close finds it counted.
                 broker.metrics.connection_refused(refusal);
+                drop(stream);
                 tracing::debug!(%peer, %refusal, "connection refused");
                 continue;
             }
