@@ -239,7 +239,7 @@ where
         reader.read_exact(&mut entry_header)?;
         let body_length = u32::from_be_bytes(entry_header[..4].try_into().expect("4 bytes")) as u64;
         let crc = u32::from_be_bytes(entry_header[4..].try_into().expect("4 bytes"));
-        if seeded && body_length == 0 && crc == checksum(&[]) {
+        if seeded && entry_header == seal(segment_id) {
             return Ok(ScanEnd::Clean { length: position });
         }
         if body_length < ENTRY_PREFIX_BYTES || body_length as usize > limits::WAL_ENTRY_BYTES_MAX {
