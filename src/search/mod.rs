@@ -29,7 +29,7 @@ use crate::limits;
 use crate::partition::{Partition, ReadPlan, Topic};
 use crate::reader::batches_from;
 use crate::segment::canonical::{CanonicalBatch, CanonicalRecord};
-use crate::segment::index::schema;
+use crate::segment::index::readable;
 use crate::segment::object::IndexFile;
 
 use directory::ObjectDirectory;
@@ -293,7 +293,7 @@ async fn open(
     let opening = async move {
         tokio::task::spawn_blocking(move || {
             let index = Index::open(directory).map_err(|e| e.to_string())?;
-            if index.schema() != schema().0 {
+            if !readable(&index.schema()) {
                 // Never search an index whose fields mean something else: it would match
                 // the wrong records or nothing, silently.
                 return Err("its index schema is not this broker's".to_string());

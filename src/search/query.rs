@@ -136,4 +136,16 @@ mod tests {
         );
         assert!(parse("offset:[x TO 3]").is_err());
     }
+
+    #[test]
+    fn offsets_and_timestamps_are_ranges_not_terms() {
+        let error = parse("offset:42").unwrap_err();
+        assert!(
+            error.contains("offset") && error.contains("indexed"),
+            "{error}"
+        );
+        assert!(parse("offset:[42 TO 42]").is_ok());
+        assert!(parse("timestamp:[1000 TO *]").is_ok());
+        assert!(parse("partition:3").is_ok());
+    }
 }
