@@ -59,6 +59,9 @@ pub struct Broker {
     pub swept_at_changes: std::sync::atomic::AtomicU64,
     /// One indexer run at a time (background or asked for over HTTP).
     pub indexer_lock: tokio::sync::Mutex<()>,
+    /// Whether the indexer's last segment went into the bucket (false until one has): only
+    /// then does a WAL waiting for uploads hold produce (`api::produce::pace`).
+    pub uploads_succeeding: AtomicBool,
     /// Where sealed WAL segments go (tiered storage).
     pub object_store: Arc<dyn ObjectStore>,
     /// The folder behind a `file://` object store on the data directory's file system, where
@@ -188,6 +191,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         groups,
         catalog,
         indexer_lock: tokio::sync::Mutex::new(()),
+        uploads_succeeding: AtomicBool::new(false),
         swept_at_changes: std::sync::atomic::AtomicU64::new(u64::MAX),
         users: Users::new(metadata.clone()),
         config,

@@ -1,7 +1,7 @@
 //! Search through the real binary with its objects in a real S3 server (moto): the cold tier is
 //! searched through ranged, cached GETs (never the whole object), hits are the records as
-//! produced, and every `/v1` call needs the token. And produce waits for the hot index once it
-//! falls behind by `--search-lag-bytes-max`.
+//! produced, and every `/v1` call needs the token. And produce waits for the hot index, and for
+//! uploads, once either falls behind by `--search-lag-bytes-max`.
 
 mod common;
 #[path = "support/moto.rs"]
@@ -110,4 +110,53 @@ async fn produce_waits_while_the_hot_index_is_behind() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["total"], 1, "{body}");
     assert_eq!(body["hits"][0]["offset"], before_last);
+}
+
+/// Produce waits for uploads as well, once they succeed: with every upload slowed by 100 ms,
+/// 64 KiB segments and a lag budget of 256 KiB, the WAL stays near the budget while 4 MB go
+/// in, where it would otherwise hold most of them. (While uploads fail it does not wait: the
+/// outage tests in tiering.rs and tests/e2e produce up to the WAL's disk budget.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_waits_while_the_wal_waits_for_uploads() {
+    const BUDGET: u64 = 256 * 1024;
+    let strata = Strata::start_with(&[
+        "--wal-segment-bytes",
+        "65536",
+        "--search-lag-bytes-max",
+        &BUDGET.to_string(),
+        "--search-refresh-ms",
+        "20",
+        "--fault-injection",
+        "--faults",
+        r#"{"indexer.after_upload_before_catalog":{"action":"delay","ms":100}}"#,
+    ]);
+    let mut conn = Conn::connect(strata.kafka).await;
+    conn.create_topic("backlog", 1).await;
+    conn.keep_forever("backlog").await;
+    // Until an upload has succeeded, nothing waits for uploads: the WAL may run ahead.
+    let mut wal_bytes_max = 0;
+    let mut uploading = false;
+    for from in (0..RECORDS).step_by(25) {
+        let records: Vec<_> = (from..from + 25).map(record).collect();
+        conn.produce_ok(
+            "backlog",
+            0,
+            encode_batch(&records, Compression::None, None),
+        )
+        .await;
+        let wal_bytes = metric(strata.admin, "strata_wal_bytes").await;
+        if uploading {
+            wal_bytes_max = wal_bytes_max.max(wal_bytes);
+        } else {
+            uploading = metric(strata.admin, "strata_objects_uploaded_total").await > 0;
+        }
+    }
+    let uploaded = metric(strata.admin, "strata_objects_uploaded_total").await;
+    assert!(uploaded >= 10, "{uploaded} objects uploaded");
+    assert!(metric(strata.admin, "strata_produce_paced_total").await >= 1);
+    // The budget, plus a request that went ahead of a held one and the active segment.
+    assert!(
+        wal_bytes_max <= BUDGET + 128 * 1024,
+        "the WAL reached {wal_bytes_max} bytes with a budget of {BUDGET}"
+    );
 }

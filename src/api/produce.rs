@@ -2,6 +2,7 @@
 //! formed to the WAL, and answers once the WAL says they are durable. Records are never decoded
 //! here and the producer's bytes are never re-encoded; only `base_offset` changes, in the WAL.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,18 +74,24 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, request: ProduceRequest)
     Reply::Deferred(Box::pin(finish(response, waiting, deadline)))
 }
 
-/// Holds the request while the hot search index is too far behind the WAL, for at most half
-/// its timeout (the rest is the WAL's) and `PRODUCE_PACE_WAIT_MS_MAX`.
+/// Holds the request, for at most half its timeout (the rest is the WAL's) and
+/// `PRODUCE_PACE_WAIT_MS_MAX`, while more WAL than the search lag budget waits for indexing:
+/// not yet in the hot search index, or on disk until uploaded. The second counts only while
+/// uploads succeed: during a bucket outage the WAL takes produce up to its disk budget, as
+/// before, instead of every request waiting for uploads that cannot happen.
 async fn pace(broker: &Broker, timeout: Duration) {
+    let lag_bytes_max = broker.config.search_lag_bytes_effective();
+    if lag_bytes_max == 0 {
+        return;
+    }
+    let behind = || {
+        broker.search.hot.lag_bytes(&broker.wal) > lag_bytes_max
+            || (broker.uploads_succeeding.load(Ordering::Acquire)
+                && broker.wal.disk_bytes() > lag_bytes_max)
+    };
     let wait = (timeout / 2).min(Duration::from_millis(limits::PRODUCE_PACE_WAIT_MS_MAX));
     let until = tokio::time::Instant::now() + wait;
-    let lag_bytes_max = broker.config.search_lag_bytes_effective();
-    if broker
-        .search
-        .hot
-        .pace(&broker.wal, lag_bytes_max, until)
-        .await
-    {
+    if broker.search.hot.pace(behind, until).await {
         broker.metrics.produce_paced.inc();
     }
 }

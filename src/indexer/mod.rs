@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -144,9 +145,13 @@ pub async fn seal_and_run(broker: &Arc<Broker>) -> Result<Run, IndexerError> {
 async fn index_sealed(broker: &Arc<Broker>) -> Result<Vec<Uploaded>, IndexerError> {
     let mut uploaded = Vec::new();
     for id in broker.wal.sealed_segments() {
-        let done = index_segment(broker, id)
-            .await
-            .inspect_err(|_| broker.metrics.upload_failures.inc())?;
+        let done = index_segment(broker, id).await.inspect_err(|_| {
+            broker.metrics.upload_failures.inc();
+            broker.uploads_succeeding.store(false, Ordering::Release);
+        })?;
+        broker.uploads_succeeding.store(true, Ordering::Release);
+        // Produce requests held for the WAL's backlog look again.
+        broker.search.hot.notify_progress();
         uploaded.extend(done);
     }
     Ok(uploaded)

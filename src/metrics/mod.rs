@@ -83,7 +83,7 @@ impl Default for Metrics {
             ),
             produce_paced: counter(
                 "produce_paced_total",
-                "Produce requests held while the hot search index caught up with the WAL (--search-lag-bytes-max).",
+                "Produce requests held while the hot search index or the uploads caught up with the WAL (--search-lag-bytes-max).",
             ),
             bytes_uploaded: counter(
                 "object_bytes_uploaded_total",

@@ -56,7 +56,8 @@ pub struct HotIndex {
     /// (the count when it began; a failed pass counts too, it must not hold produce), and
     /// estimated from the batches indexed while a pass runs.
     indexed_mark: AtomicU64,
-    /// Notified whenever `indexed_mark` moves (wakes held produce requests).
+    /// Notified whenever `indexed_mark` moves, and when the indexer frees WAL (wakes held
+    /// produce requests).
     progressed: Notify,
 }
 
@@ -97,22 +98,23 @@ impl HotIndex {
         dir.join("meta.json").exists().then_some(dir)
     }
 
-    /// While the index is more than `lag_bytes_max` behind the WAL, waits for its progress
-    /// (asking for passes back to back), until `until` at the latest. True if it waited at all.
-    pub async fn pace(&self, wal: &Wal, lag_bytes_max: u64, until: tokio::time::Instant) -> bool {
-        let lagging = || {
-            wal.appended_bytes()
-                .saturating_sub(self.indexed_mark.load(Ordering::Acquire))
-                > lag_bytes_max
-        };
-        if lag_bytes_max == 0 || !lagging() {
+    /// WAL bytes appended that the index has not taken in yet.
+    pub fn lag_bytes(&self, wal: &Wal) -> u64 {
+        wal.appended_bytes()
+            .saturating_sub(self.indexed_mark.load(Ordering::Acquire))
+    }
+
+    /// While `behind()` holds, waits for the index's progress or `notify_progress` (asking for
+    /// passes back to back), until `until` at the latest. True if it waited at all.
+    pub async fn pace(&self, behind: impl Fn() -> bool, until: tokio::time::Instant) -> bool {
+        if !behind() {
             return false;
         }
         loop {
             let progressed = self.progressed.notified();
             tokio::pin!(progressed);
             progressed.as_mut().enable();
-            if !lagging() {
+            if !behind() {
                 break;
             }
             self.wake.notify_one();
@@ -121,6 +123,11 @@ impl HotIndex {
             }
         }
         true
+    }
+
+    /// Wakes requests held by `pace` to look again (the indexer freed WAL).
+    pub fn notify_progress(&self) {
+        self.progressed.notify_waiters();
     }
 
     /// Moves `indexed_mark` up to `mark` (never down) and wakes held produce requests.
