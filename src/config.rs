@@ -232,8 +232,9 @@ pub struct Config {
     #[arg(long, env = "STRATA_SEARCH_REFRESH_MS", default_value_t = 1000)]
     pub search_refresh_ms: u64,
 
-    /// WAL bytes the hot search index may fall behind, or that may wait on disk for upload
-    /// (once an upload has succeeded, and not while uploads fail), before produce requests are
+    /// WAL bytes the hot search index may fall behind, or that sealed segments may hold waiting
+    /// for upload (at least a segment; once an upload has succeeded, and not while uploads
+    /// fail), before produce requests are
     /// held (up to half their timeout, at most 5 s) while indexing catches up: a burst this
     /// large goes in at the WAL's speed (search results lag meanwhile); produce above the
     /// indexing rate for longer slows to that rate instead of growing the WAL until

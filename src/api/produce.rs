@@ -76,7 +76,9 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, request: ProduceRequest)
 
 /// Holds the request, for at most half its timeout (the rest is the WAL's) and
 /// `PRODUCE_PACE_WAIT_MS_MAX`, while more WAL than the search lag budget waits for indexing:
-/// not yet in the hot search index, or on disk until uploaded. The second counts only while
+/// not yet in the hot search index, or sealed and not yet uploaded (never less than a segment:
+/// one may always wait, and the active segment never counts, or a budget smaller than a
+/// segment would hold every request until the next roll). The second counts only while
 /// uploads succeed: during a bucket outage the WAL takes produce up to its disk budget, as
 /// before, instead of every request waiting for uploads that cannot happen.
 async fn pace(broker: &Broker, timeout: Duration) {
@@ -84,10 +86,11 @@ async fn pace(broker: &Broker, timeout: Duration) {
     if lag_bytes_max == 0 {
         return;
     }
+    let upload_bytes_max = lag_bytes_max.max(broker.wal.segment_bytes());
     let behind = || {
         broker.search.hot.lag_bytes(&broker.wal) > lag_bytes_max
             || (broker.uploads_succeeding.load(Ordering::Acquire)
-                && broker.wal.disk_bytes() > lag_bytes_max)
+                && broker.wal.sealed_bytes() > upload_bytes_max)
     };
     let wait = (timeout / 2).min(Duration::from_millis(limits::PRODUCE_PACE_WAIT_MS_MAX));
     let until = tokio::time::Instant::now() + wait;

@@ -492,6 +492,21 @@ impl Wal {
         self.disk_bytes_max > 0 && self.disk_bytes() >= self.disk_bytes_max
     }
 
+    /// Bytes of the sealed segments on disk: what waits for upload.
+    pub fn sealed_bytes(&self) -> u64 {
+        self.files
+            .sealed_lengths
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum()
+    }
+
+    /// The size at which the active segment is sealed.
+    pub fn segment_bytes(&self) -> u64 {
+        self.segment_bytes
+    }
+
     /// Bytes of WAL on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.files.bytes.load(Ordering::Acquire)
