@@ -59,8 +59,8 @@ pub struct Broker {
     pub swept_at_changes: std::sync::atomic::AtomicU64,
     /// One indexer run at a time (background or asked for over HTTP).
     pub indexer_lock: tokio::sync::Mutex<()>,
-    /// Whether the indexer's last segment went into the bucket (false until one has): only
-    /// then does a WAL waiting for uploads hold produce (`api::produce::pace`).
+    /// Whether the indexer's last step on a segment succeeded (false until one has): only then
+    /// does a WAL waiting for uploads hold produce (`api::produce::pace`).
     pub uploads_succeeding: AtomicBool,
     /// Where sealed WAL segments go (tiered storage).
     pub object_store: Arc<dyn ObjectStore>,

@@ -234,12 +234,12 @@ pub struct Config {
 
     /// WAL bytes the hot search index may fall behind, or that sealed segments may hold waiting
     /// for upload (at least a segment; once an upload has succeeded, and not while uploads
-    /// fail), before produce requests are
-    /// held (up to half their timeout, at most 5 s) while indexing catches up: a burst this
-    /// large goes in at the WAL's speed (search results lag meanwhile); produce above the
-    /// indexing rate for longer slows to that rate instead of growing the WAL until
-    /// `--wal-disk-bytes-max` refuses it (at most half of that budget counts). Lower it for
-    /// fresher search under load, raise it for longer bursts. 0 never holds a request.
+    /// fail), before produce requests are held (up to half their timeout, at most 5 s) while
+    /// indexing catches up: a burst this large goes in at the WAL's speed (search results lag
+    /// meanwhile); produce above the indexing rate for longer slows to that rate instead of
+    /// growing the WAL until `--wal-disk-bytes-max` refuses it (at most half of that budget
+    /// counts). Lower it for fresher search under load, raise it for longer bursts. 0 never
+    /// holds a request.
     #[arg(long, env = "STRATA_SEARCH_LAG_BYTES_MAX", default_value_t = limits::SEARCH_LAG_BYTES_DEFAULT)]
     pub search_lag_bytes_max: u64,
 

@@ -271,8 +271,14 @@ async fn appends_are_refused_once_the_disk_budget_is_spent_and_resume_when_space
     assert!(matches!(error, AppendError::DiskBudget(4096)), "{error}");
     assert!(n > 3, "appends went through until the budget was spent");
     assert!(wal.disk_bytes() >= 4096);
+    assert_eq!(
+        wal.sealed_bytes(),
+        0,
+        "the active segment waits for no upload"
+    );
     let high_watermark = partition.offsets().1;
     wal.roll().await;
+    assert!(wal.sealed_bytes() >= 4096, "sealed: {}", wal.sealed_bytes());
     let sealed = wal.sealed_segments();
     tokio::task::spawn_blocking({
         let sealed = sealed.clone();
@@ -291,6 +297,7 @@ async fn appends_are_refused_once_the_disk_budget_is_spent_and_resume_when_space
         wal.remove_segment(id).unwrap();
     }
     assert!(wal.disk_bytes() < 4096);
+    assert_eq!(wal.sealed_bytes(), 0);
     assert!(wal
         .append(partition.clone(), vec![batch(5, 200)])
         .await
