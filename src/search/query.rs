@@ -1,47 +1,109 @@
 //! From a user's query string and the request's bounds to the Tantivy query run on every index:
 //! the parsed query (default fields `key` and `value`), made to mean what its boolean
-//! operators say, and the filters (topic, partitions and their offset ranges, timestamps)
-//! that every hit must also match.
+//! operators say, with single offsets and timestamps looked up on their fast fields, and the
+//! filters (topic, partitions and their offset ranges, timestamps) that every hit must also
+//! match.
 
 use std::ops::Bound;
 
 use tantivy::query::{
     AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, QueryParser, RangeQuery, TermQuery,
+    TermSetQuery,
 };
 use tantivy::schema::IndexRecordOption;
 use tantivy::tokenizer::TokenizerManager;
 use tantivy::Term;
 
-use crate::segment::index::{schema, Fields};
+use crate::segment::index::{schema, schema_with_offset_terms, Fields};
 
-/// Parses a query in Tantivy's language; the error is Tantivy's message.
+/// Parses a query in Tantivy's language; the error is Tantivy's message, or ours for a form
+/// that offsets and timestamps do not take.
 pub fn parse(text: &str) -> Result<Box<dyn Query>, String> {
-    let (schema, fields) = schema();
+    let (_, fields) = schema();
+    // Tantivy's parser refuses a single value of a field that is only fast. Against the schema
+    // that had offsets and timestamps as terms too it reads them as terms, which `normalize`
+    // turns into ranges of one value on the fast fields.
     let parser = QueryParser::new(
-        schema,
+        schema_with_offset_terms(),
         vec![fields.key, fields.value],
         TokenizerManager::default(),
     );
     let query = parser.parse_query(text).map_err(|e| e.to_string())?;
-    Ok(normalize(query))
+    let query = normalize(query, &fields);
+    if let Some(name) = term_on_fast_field(&*query, &fields) {
+        return Err(format!(
+            "{name} takes a value, a set or a range ({name}:42, {name}: IN [1 2], \
+             {name}:[1 TO 9]), without a boost"
+        ));
+    }
+    Ok(query)
 }
 
 /// Tantivy parses `a AND NOT b` into `+a +(-b)`, and a boolean query of only negative clauses
 /// matches nothing, so the whole query would match nothing. A purely negative clause means
-/// "everything but": give it an explicit match-all, at every depth.
-fn normalize(query: Box<dyn Query>) -> Box<dyn Query> {
+/// "everything but": give it an explicit match-all, at every depth. Terms of offsets and
+/// timestamps become ranges on their fast fields.
+fn normalize(query: Box<dyn Query>, fields: &Fields) -> Box<dyn Query> {
+    if let Some(ranges) = as_ranges(&*query, fields) {
+        return ranges;
+    }
     let Some(boolean) = query.downcast_ref::<BooleanQuery>() else {
         return query;
     };
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = boolean
         .clauses()
         .iter()
-        .map(|(occur, sub)| (*occur, normalize(sub.box_clone())))
+        .map(|(occur, sub)| (*occur, normalize(sub.box_clone(), fields)))
         .collect();
     if clauses.iter().all(|(occur, _)| *occur == Occur::MustNot) {
         clauses.push((Occur::Must, Box::new(AllQuery)));
     }
     Box::new(BooleanQuery::new(clauses))
+}
+
+/// A term query, or a term set query, on offsets or timestamps as the same values matched on
+/// the fast field: one range of one value each.
+fn as_ranges(query: &dyn Query, fields: &Fields) -> Option<Box<dyn Query>> {
+    let terms: Vec<Term> = if let Some(term) = query.downcast_ref::<TermQuery>() {
+        vec![term.term().clone()]
+    } else if query.downcast_ref::<TermSetQuery>().is_some() {
+        let mut terms = Vec::new();
+        query.query_terms(&mut |term, _| terms.push(term.clone()));
+        terms
+    } else {
+        return None;
+    };
+    if terms.is_empty() || !terms.iter().all(|t| is_fast_only(t, fields)) {
+        return None;
+    }
+    let ranges: Vec<(Occur, Box<dyn Query>)> = terms
+        .into_iter()
+        .map(|term| {
+            let range = RangeQuery::new(Bound::Included(term.clone()), Bound::Included(term));
+            (Occur::Should, Box::new(range) as Box<dyn Query>)
+        })
+        .collect();
+    Some(Box::new(BooleanQuery::new(ranges)))
+}
+
+/// The name of a fast-only field that `query` still looks up as a term (which would fail
+/// when the search runs), if any.
+fn term_on_fast_field(query: &dyn Query, fields: &Fields) -> Option<&'static str> {
+    let mut found = None;
+    query.query_terms(&mut |term, _| {
+        if is_fast_only(term, fields) {
+            found = Some(if term.field() == fields.offset {
+                "offset"
+            } else {
+                "timestamp"
+            });
+        }
+    });
+    found
+}
+
+fn is_fast_only(term: &Term, fields: &Fields) -> bool {
+    term.field() == fields.offset || term.field() == fields.timestamp
 }
 
 /// The offsets of one partition a search covers in one tier: `[start, end)`.
@@ -138,14 +200,24 @@ mod tests {
     }
 
     #[test]
-    fn offsets_and_timestamps_are_ranges_not_terms() {
-        let error = parse("offset:42").unwrap_err();
-        assert!(
-            error.contains("offset") && error.contains("indexed"),
-            "{error}"
-        );
+    fn offsets_and_timestamps_are_looked_up_as_ranges() {
+        for text in [
+            "offset:42",
+            "offset: IN [1 2]",
+            "timestamp:1000 AND value:x",
+        ] {
+            let query = parse(text).unwrap();
+            assert!(
+                term_on_fast_field(&*query, &schema().1).is_none(),
+                "{text}: {query:?}"
+            );
+        }
         assert!(parse("offset:[42 TO 42]").is_ok());
         assert!(parse("timestamp:[1000 TO *]").is_ok());
         assert!(parse("partition:3").is_ok());
+        // A boost hides the term from the rewrite: refused with a message, not failed later.
+        let error = parse("offset:42^2").unwrap_err();
+        assert!(error.contains("offset takes a value"), "{error}");
+        assert!(parse("offset:x").is_err());
     }
 }

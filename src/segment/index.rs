@@ -51,8 +51,15 @@ pub fn schema() -> (Schema, Fields) {
 /// had until 2026-12-02, whose offsets and timestamps were terms as well (same fields, same
 /// order, so the same queries run on both).
 pub fn readable(schema: &Schema) -> bool {
+    *schema == self::schema().0 || *schema == schema_with_offset_terms()
+}
+
+/// The schema indexes had until 2026-12-02: offsets and timestamps terms as well as fast fields.
+/// Queries are parsed against it, so that the parser reads `offset:42` as a term, which
+/// `search::query` turns into a range of one on the fast field.
+pub fn schema_with_offset_terms() -> Schema {
     let indexed = NumericOptions::default().set_indexed().set_fast();
-    *schema == self::schema().0 || *schema == schema_with_positions(indexed).0
+    schema_with_positions(indexed).0
 }
 
 /// The schema with `positions` the options of `offset` and `timestamp`.
@@ -295,6 +302,16 @@ mod tests {
         assert_eq!(count("header.service:db AND value:error"), 2);
         assert_eq!(count("offset:[10 TO 19]"), 10);
         assert_eq!(count("partition:3"), 50);
+        // Single offsets and timestamps, which the index holds as fast fields only.
+        let strata = |q: &str| {
+            let query = crate::search::query::parse(q).unwrap();
+            searcher.search(&query, &Count).unwrap()
+        };
+        assert_eq!(strata("offset:12"), 1);
+        assert_eq!(strata("offset:12 OR offset:13 OR offset:99"), 2);
+        assert_eq!(strata("offset: IN [3 5 7 99]"), 3);
+        assert_eq!(strata("timestamp:1010 AND value:error"), 1);
+        assert_eq!(strata("value:error AND NOT offset:10"), 4);
     }
 
     /// Objects written until 2026-12-02 have indexes whose offsets and timestamps are terms as
@@ -309,8 +326,8 @@ mod tests {
             .collect();
         let batch = tests_support::encode(&records, kafka_protocol::records::Compression::None);
         let canonical = CanonicalBatch::from_batch(&batch).unwrap();
-        let indexed = NumericOptions::default().set_indexed().set_fast();
-        let (earlier, fields) = schema_with_positions(indexed);
+        let earlier = schema_with_offset_terms();
+        let (_, fields) = schema();
         let dir = tempfile::tempdir().unwrap();
         let directory = ScratchDirectory::open(dir.path()).unwrap();
         let index = Index::create(directory, earlier, IndexSettings::default()).unwrap();
@@ -338,6 +355,8 @@ mod tests {
         assert_eq!(searcher.search(&filtered, &Count).unwrap(), 3);
         let ranged = crate::search::query::parse("offset:[10 TO 19]").unwrap();
         assert_eq!(searcher.search(&ranged, &Count).unwrap(), 10);
+        let single = crate::search::query::parse("offset:12 OR timestamp:1014").unwrap();
+        assert_eq!(searcher.search(&single, &Count).unwrap(), 2);
     }
 
     #[test]

@@ -212,6 +212,26 @@ def test_limits_and_bad_requests(loaded):
     assert status == 200
 
 
+def test_single_offsets_and_sets_are_found_in_each_tier(loaded):
+    _, api, topic, where, boundary = loaded
+    by_place = {v: i for i, v in where.items()}
+    for p in range(PARTITIONS):
+        last_cold, first_hot = boundary[p] - 1, boundary[p]
+        for o in (last_cold, first_hot):
+            body = api.search(topic, f"offset:{o}", partition=p, limit=10)
+            assert [(h["partition"], h["offset"]) for h in body["hits"]] == [(p, o)], (p, o)
+            assert json.loads(body["hits"][0]["value"]) == line(by_place[(p, o)])
+        both = api.search(topic, f"offset: IN [{last_cold} {first_hot}]", partition=p,
+                          order="offset", limit=10)
+        assert [h["offset"] for h in both["hits"]] == [last_cold, first_hot], p
+        ts = both["hits"][1]["timestamp"]
+        same_ms = api.search(topic, f"timestamp:{ts}", partition=p, limit=1000)
+        assert (p, first_hot) in {(h["partition"], h["offset"]) for h in same_ms["hits"]}
+        assert all(h["timestamp"] == ts for h in same_ms["hits"])
+    status, body = api.call("GET", f"/v1/search?topic={topic}&q=" + urllib.parse.quote("offset:3^2"))
+    assert status == 400 and "offset takes a value" in body["error"], body
+
+
 def test_a_record_is_searchable_within_the_refresh_interval_plus_a_second(loaded):
     b, api, topic, _, _ = loaded
     p = confluent_producer(b.bootstrap)
